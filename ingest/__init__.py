@@ -1,0 +1,1 @@
+"""The ingest edge: validates beacons and appends them to the Redis Stream."""

@@ -1,0 +1,1 @@
+"""Consumer-group processors that keep PostgreSQL up to date from the event stream."""

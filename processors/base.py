@@ -1,0 +1,48 @@
+"""What a processor is: a name and a function that applies one batch in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from vidpulse.events import Event
+from vidpulse.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry, decoded: the event and what the ingest knew of its request."""
+
+    stream_id: str
+    event: Event
+    received_at: datetime
+    user_agent: str | None = None
+    referer: str | None = None
+
+
+ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]
+
+
+@dataclass(frozen=True)
+class Processor:
+    """A consumer group and the function applying a batch of not-yet-applied events.
+
+    `apply` runs inside the batch's transaction and is given only events this
+    processor has never applied before (the runtime keeps the ledger); it must
+    write only the processor's own tables.
+    """
+
+    name: str
+    apply: ApplyBatch
+
+    @property
+    def group(self) -> str:
+        return self.name
+
+    @property
+    def ledger_table(self) -> str:
+        return f"{self.name}_applied"

@@ -1,0 +1,104 @@
+"""Processor `raw`: the raw event log, `video_events`, one row per distinct event_id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from processors.base import Entry, Processor
+from vidpulse.settings import Settings
+
+# Serialises partition creation between replicas of this processor.
+_PARTITION_LOCK = 0x76707261
+
+_COPY = """
+COPY video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
+                   position_s, duration_s, payload) FROM STDIN
+"""
+_INSERT_IGNORING_DUPLICATES = """
+INSERT INTO video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
+                          position_s, duration_s, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+_known_partitions: set[str] = set()
+
+
+def month_start(ts: datetime) -> datetime:
+    return ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(start: datetime) -> datetime:
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+
+
+def partition_name(start: datetime) -> str:
+    return f"video_events_y{start.year:04d}m{start.month:02d}"
+
+
+def ensure_partitions(conn: psycopg.Connection[Any], months: set[datetime]) -> None:
+    """Create the monthly partitions of video_events the batch needs.
+
+    A partition is remembered only once seen to exist outside this transaction's own
+    DDL (which a rollback could undo), so the cache never claims a missing table.
+    """
+    for start in sorted(months):
+        name = partition_name(start)
+        if name in _known_partitions:
+            continue
+        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
+            _known_partitions.add(name)
+            continue
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF video_events "
+                "FOR VALUES FROM ({}) TO ({})"
+            ).format(sql.Identifier(name), sql.Literal(start), sql.Literal(next_month(start)))
+        )
+
+
+def row(entry: Entry) -> tuple[Any, ...]:
+    e = entry.event
+    payload = orjson.loads(e.stream_json())
+    if entry.user_agent:
+        payload["user_agent"] = entry.user_agent
+    if entry.referer:
+        payload["referer"] = entry.referer
+    return (
+        e.event_id,
+        e.type,
+        e.video_id,
+        e.session_id,
+        e.viewer_id,
+        datetime.fromtimestamp(e.ts / 1000, UTC),
+        entry.received_at,
+        e.position_s,
+        e.duration_s,
+        Jsonb(payload),
+    )
+
+
+def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
+    """Write the batch's events with one COPY (new partitions created first)."""
+    rows = [row(entry) for entry in entries]
+    ensure_partitions(conn, {month_start(r[5]) for r in rows})
+    try:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+            for r in rows:
+                copy.write_row(r)
+    except psycopg.errors.UniqueViolation:
+        # Only possible for an event whose ledger entry was purged (over the retention)
+        # and that comes back, e.g. from a dead-letter replay: keep the row there is.
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_IGNORING_DUPLICATES, rows)
+
+
+PROCESSOR = Processor(name="raw", apply=apply)

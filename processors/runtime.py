@@ -1,0 +1,351 @@
+"""The stream-consumer loop every processor runs on, written once.
+
+Read a batch (own pending entries first, then idle entries of dead consumers, then
+new ones), decode it, apply it in one PostgreSQL transaction, commit, then XACK.
+A batch that fails is retried entry by entry under savepoints so one poison entry
+cannot hold back the rest; an entry that keeps failing goes to the dead-letter
+stream after `max_deliveries`. While PostgreSQL or Redis is away the loop waits
+with backoff and keeps the entries. A stop request (SIGTERM/SIGINT) lets the batch
+in flight finish or abandons it before its commit, then returns.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import redis
+import structlog
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from processors import ledger
+from processors.base import Entry, Processor
+from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
+from vidpulse.events import Event, InvalidEvent
+from vidpulse.keys import Keys
+from vidpulse.settings import Settings
+
+log = structlog.get_logger("vidpulse.processor")
+
+_DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_UPKEEP_EVERY_S = 5.0
+_PURGE_EVERY_S = 3600.0
+
+
+class Stopped(Exception):
+    """A stop was requested while waiting; the work in hand is abandoned uncommitted."""
+
+
+def decode(raw: RawEntry) -> Entry:
+    """Turn a stream entry into an Entry; raises ValueError when it breaks the format."""
+    entry_id, fields = raw
+    body = fields.get(b"event")
+    if body is None:
+        raise ValueError("stream entry has no 'event' field")
+    try:
+        event = Event.model_validate_json(body)
+    except (ValidationError, InvalidEvent) as exc:
+        raise ValueError(f"event does not match the contract: {exc}") from None
+    received = fields.get(b"received_at")
+    received_at = (
+        datetime.fromtimestamp(int(received) / 1000, UTC) if received else datetime.now(UTC)
+    )
+    ua = fields.get(b"user_agent")
+    ref = fields.get(b"referer")
+    return Entry(
+        stream_id=entry_id,
+        event=event,
+        received_at=received_at,
+        user_agent=ua.decode(errors="replace") if ua else None,
+        referer=ref.decode(errors="replace") if ref else None,
+    )
+
+
+class Backoff:
+    """Exponential backoff with jitter, waiting on the stop event."""
+
+    def __init__(self, stop: threading.Event, first: float = 0.2, cap: float = 15.0) -> None:
+        self.stop, self.first, self.cap = stop, first, cap
+        self.delay = first
+
+    def wait(self) -> None:
+        if self.stop.wait(self.delay * random.uniform(0.5, 1.0)):
+            raise Stopped
+        self.delay = min(self.cap, self.delay * 2)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class Consumer:
+    """One consumer of one processor's group. `run()` loops; `process()` handles one batch."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        settings: Settings,
+        *,
+        consumer: str,
+        stop: threading.Event | None = None,
+        burst: bool = False,
+    ) -> None:
+        self.processor = processor
+        self.settings = settings
+        self.keys = Keys(settings.stream)
+        self.stop = stop or threading.Event()
+        self.burst = burst
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
+            socket_connect_timeout=2,
+        )
+        self.stream = GroupStream(self.redis, self.keys, processor.group, consumer)
+        self.conn: psycopg.Connection[Any] | None = None
+        self.log = log.bind(processor=processor.name, consumer=consumer)
+        self._next_upkeep = 0.0
+        self._next_purge = 0.0
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until stopped (or, in burst mode, until nothing is new or pending)."""
+        self.log.info("consumer_starting", stream=self.keys.stream)
+        try:
+            self._redis_call(lambda: ensure_groups(self.redis, self.keys.stream))
+            self._finish_own_pending()
+            claim_cursor, next_claim = "0-0", 0.0
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if now >= next_claim:
+                    claim_cursor = self._claim_round(claim_cursor)
+                    if claim_cursor == "0-0":
+                        next_claim = now + self._claim_interval()
+                    continue
+                batch = self._redis_call(
+                    lambda: self.stream.read_new(self.settings.batch_size, self._block_ms())
+                )
+                if batch:
+                    self.process(batch)
+                elif self.burst and self._redis_call(self.stream.pending_count) == 0:
+                    self.log.info("burst_done")
+                    break
+                elif self.burst:
+                    next_claim = min(next_claim, now + 0.05)
+                self._upkeep()
+        except Stopped:
+            pass
+        finally:
+            self._close()
+        self.log.info("consumer_stopped")
+
+    def _finish_own_pending(self) -> None:
+        after = "0"
+        while not self.stop.is_set():
+            batch = self._redis_call(
+                lambda: self.stream.read_own_pending(after, self.settings.batch_size)
+            )
+            if not batch:
+                return
+            self.log.info("own_pending", batch=len(batch), first_id=batch[0][0])
+            self.process(batch, redelivered=True)
+            after = batch[-1][0]
+
+    def _claim_round(self, cursor: str) -> str:
+        next_cursor, claimed = self._redis_call(
+            lambda: self.stream.claim_idle(
+                self.settings.claim_idle_ms, cursor, self.settings.batch_size
+            )
+        )
+        if claimed:
+            self.log.info("claimed", batch=len(claimed), first_id=claimed[0][0])
+            self.process(claimed, redelivered=True)
+        return next_cursor
+
+    def _claim_interval(self) -> float:
+        return max(0.05, min(self.settings.claim_idle_ms / 2000, 5.0))
+
+    def _block_ms(self) -> int:
+        if self.burst:
+            return min(self.settings.block_ms, 100)
+        return self.settings.block_ms
+
+    # -- one batch ----------------------------------------------------------------
+
+    def process(self, batch: list[RawEntry], *, redelivered: bool = False) -> None:
+        """Apply one batch of stream entries, ack what committed, dead-letter what must go."""
+        if redelivered:
+            batch = self._drop_exhausted(batch)
+        entries: list[Entry] = []
+        failures: dict[str, str] = {}
+        raw_by_id = dict(batch)
+        for raw in batch:
+            try:
+                entries.append(decode(raw))
+            except ValueError as exc:
+                failures[raw[0]] = str(exc)
+        failures.update(self._commit(entries))
+        done = [entry_id for entry_id, _ in batch if entry_id not in failures]
+        self._redis_call(lambda: self.stream.ack(done))
+        if done:
+            self.log.debug(
+                "batch_committed", batch=len(done), first_id=done[0], last_id=done[-1]
+            )
+        if failures:
+            self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
+
+    def _drop_exhausted(self, batch: list[RawEntry]) -> list[RawEntry]:
+        """Dead-letter redelivered entries already delivered more than allowed.
+
+        Such an entry may be one that kills the process outright, so it is not tried again.
+        """
+        counts = self._redis_call(lambda: self.stream.deliveries([i for i, _ in batch]))
+        keep: list[RawEntry] = []
+        for raw in batch:
+            n = counts.get(raw[0])
+            if n is None:  # acked meanwhile by another consumer
+                continue
+            if n > self.settings.max_deliveries:
+                self._dead_letter(raw, f"delivered {n} times without being applied", n)
+            else:
+                keep.append(raw)
+        return keep
+
+    def _handle_failures(self, failed: dict[str, tuple[RawEntry, str]]) -> None:
+        counts = self._redis_call(lambda: self.stream.deliveries(list(failed)))
+        for entry_id, (raw, error) in failed.items():
+            n = counts.get(entry_id, 0)
+            if n >= self.settings.max_deliveries:
+                self._dead_letter(raw, error, n)
+            else:
+                self.log.warning(
+                    "entry_failed", stream_id=entry_id, deliveries=n, error=error,
+                    retry_after_ms=self.settings.claim_idle_ms,
+                )
+
+    def _dead_letter(self, raw: RawEntry, error: str, deliveries: int) -> None:
+        self._redis_call(lambda: self.stream.dead_letter(raw, error, deliveries))
+        self.log.error(
+            "dead_lettered", stream_id=raw[0], deliveries=deliveries, error=error,
+            dlq=self.keys.dlq,
+        )
+
+    def _commit(self, entries: Sequence[Entry]) -> dict[str, str]:
+        """Apply entries in one transaction; on failure isolate the bad ones.
+
+        Returns {stream id: error} for the entries that could not be applied. Waits
+        (with backoff) while the database is unreachable.
+        """
+        if not entries:
+            return {}
+        backoff = Backoff(self.stop)
+        while True:
+            conn = self._connection(backoff)
+            try:
+                with conn.transaction():
+                    self._apply(conn, entries)
+                return {}
+            except _DB_DOWN as exc:
+                self._database_lost(exc, backoff)
+            except Exception as exc:
+                if len(entries) == 1:
+                    return {entries[0].stream_id: _describe(exc)}
+                try:
+                    return self._commit_isolated(conn, entries)
+                except _DB_DOWN as exc2:
+                    self._database_lost(exc2, backoff)
+
+    def _commit_isolated(self, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> dict[str, str]:
+        failures: dict[str, str] = {}
+        with conn.transaction():
+            for entry in entries:
+                try:
+                    with conn.transaction():
+                        self._apply(conn, [entry])
+                except _DB_DOWN:
+                    raise
+                except Exception as exc:
+                    failures[entry.stream_id] = _describe(exc)
+        self.log.warning("batch_isolated", batch=len(entries), failed=len(failures))
+        return failures
+
+    def _apply(self, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> None:
+        fresh = ledger.claim_fresh(conn, self.processor.ledger_table, entries)
+        if fresh:
+            self.processor.apply(conn, fresh, self.settings)
+
+    # -- connections and upkeep ----------------------------------------------------
+
+    def _connection(self, backoff: Backoff) -> psycopg.Connection[Any]:
+        while self.conn is None or self.conn.closed:
+            if self.stop.is_set():
+                raise Stopped
+            try:
+                self.conn = psycopg.connect(self.settings.database_url, connect_timeout=5)
+                self.log.info("database_connected")
+                backoff.reset()
+            except _DB_DOWN as exc:
+                self.log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=round(backoff.delay, 2))
+                backoff.wait()
+        return self.conn
+
+    def _database_lost(self, exc: Exception, backoff: Backoff) -> None:
+        self.log.warning("database_error", error=str(exc).strip(), retry_in_s=round(backoff.delay, 2))
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        backoff.wait()
+
+    def _redis_call(self, call: Any) -> Any:
+        backoff = Backoff(self.stop)
+        while True:
+            try:
+                return call()
+            except _REDIS_DOWN as exc:
+                self.log.warning("redis_unavailable", error=str(exc), retry_in_s=round(backoff.delay, 2))
+                backoff.wait()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group vanished (Redis restarted empty): recreate and go on.
+                self.log.warning("group_missing_recreating", error=str(exc))
+                ensure_groups(self.redis, self.keys.stream)
+
+    def _upkeep(self) -> None:
+        now = time.monotonic()
+        if now < self._next_upkeep:
+            return
+        self._next_upkeep = now + _UPKEEP_EVERY_S
+        try:
+            trim_processed(self.redis, self.keys.stream)
+            if now >= self._next_purge and self.conn is not None and not self.conn.closed:
+                self._next_purge = now + _PURGE_EVERY_S
+                with self.conn.transaction():
+                    purged = ledger.purge(
+                        self.conn, self.processor.ledger_table, self.settings.applied_retention_days
+                    )
+                if purged:
+                    self.log.info("ledger_purged", rows=purged)
+        except Exception:  # upkeep must never stop consumption
+            self.log.exception("upkeep_failed")
+
+    def _close(self) -> None:
+        try:
+            self.stream.forget_consumer_if_idle()
+        except Exception:  # best effort on the way out
+            self.log.debug("forget_consumer_failed", exc_info=True)
+        if self.conn is not None:
+            self.conn.close()
+        self.redis.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,159 @@
+"""Redis Stream operations of a consumer group: create, read, claim, ack, dead-letter, trim."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+
+from vidpulse.keys import PROCESSOR_NAMES, Keys
+
+RawEntry = tuple[str, dict[bytes, bytes]]
+
+
+def ensure_groups(client: redis.Redis, stream: str, groups: tuple[str, ...] = PROCESSOR_NAMES) -> None:
+    """Create every processor's group from the stream's start, if missing.
+
+    All groups are created together so that trimming (which keeps what any existing
+    group still needs) can never drop events a processor started later would read.
+    """
+    for group in groups:
+        try:
+            client.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def _entries(reply: Any) -> list[RawEntry]:
+    out: list[RawEntry] = []
+    for entry_id, fields in reply:
+        sid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        out.append((sid, fields or {}))
+    return out
+
+
+@dataclass
+class GroupStream:
+    """One consumer's view of the stream, for one group."""
+
+    client: redis.Redis
+    keys: Keys
+    group: str
+    consumer: str
+
+    def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+        )
+        return _entries(reply[0][1]) if reply else []
+
+    def read_own_pending(self, after: str, count: int) -> list[RawEntry]:
+        """This consumer's pending entries with ids greater than `after`."""
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.keys.stream: after}, count=count
+        )
+        return _entries(reply[0][1]) if reply else []
+
+    def claim_idle(self, min_idle_ms: int, cursor: str, count: int) -> tuple[str, list[RawEntry]]:
+        """XAUTOCLAIM idle entries of any consumer; acks ids trimmed from the stream."""
+        reply = self.client.xautoclaim(
+            self.keys.stream, self.group, self.consumer, min_idle_ms, cursor, count=count
+        )
+        next_cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if len(reply) > 2 and reply[2]:
+            self.client.xack(self.keys.stream, self.group, *reply[2])
+        return next_cursor, _entries(reply[1])
+
+    def deliveries(self, ids: list[str]) -> dict[str, int]:
+        """How many times each pending id has been delivered (absent: not pending)."""
+        if not ids:
+            return {}
+        rows = self.client.xpending_range(
+            self.keys.stream, self.group, min=min(ids, key=_id_key), max=max(ids, key=_id_key),
+            count=len(ids) + 1000, consumername=self.consumer,
+        )
+        wanted = set(ids)
+        out: dict[str, int] = {}
+        for row in rows:
+            mid = row["message_id"].decode() if isinstance(row["message_id"], bytes) else row["message_id"]
+            if mid in wanted:
+                out[mid] = int(row["times_delivered"])
+        return out
+
+    def ack(self, ids: list[str]) -> None:
+        if ids:
+            self.client.xack(self.keys.stream, self.group, *ids)
+
+    def dead_letter(self, entry: RawEntry, error: str, deliveries: int) -> None:
+        """Copy the entry to the dead-letter stream with why, and ack it, atomically."""
+        entry_id, fields = entry
+        record: dict[bytes | str, bytes | str | int] = dict(fields)
+        record.update(
+            {
+                "error": error[:2000],
+                "group": self.group,
+                "consumer": self.consumer,
+                "original_id": entry_id,
+                "deliveries": deliveries,
+                "failed_at": int(time.time() * 1000),
+            }
+        )
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.keys.dlq, record)  # type: ignore[arg-type]
+        pipe.xack(self.keys.stream, self.group, entry_id)
+        pipe.execute()
+
+    def pending_count(self) -> int:
+        info = self.client.xpending(self.keys.stream, self.group)
+        return int(info["pending"])
+
+    def forget_consumer_if_idle(self) -> None:
+        """Remove this consumer from the group when it holds no pending entries."""
+        for consumer in self.client.xinfo_consumers(self.keys.stream, self.group):
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else name
+            if name == self.consumer and int(consumer["pending"]) == 0:
+                self.client.xgroup_delconsumer(self.keys.stream, self.group, self.consumer)
+
+
+def trim_processed(client: redis.Redis, stream: str, required: tuple[str, ...] = PROCESSOR_NAMES) -> str | None:
+    """Trim entries every group has read and acked. Returns the MINID used, if any.
+
+    Keeps everything while a required group is missing, and everything from the
+    oldest pending entry of any group on.
+    """
+    try:
+        groups = client.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    names = {(g["name"].decode() if isinstance(g["name"], bytes) else g["name"]) for g in groups}
+    if not set(required) <= names or not groups:
+        return None
+    floor: str | None = None
+    for g in groups:
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        last = g["last-delivered-id"]
+        candidate = last.decode() if isinstance(last, bytes) else str(last)
+        if int(g["pending"]):
+            oldest = client.xpending(stream, name)["min"]
+            oldest = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+            candidate = min(candidate, oldest, key=_id_key)
+        floor = candidate if floor is None else min(floor, candidate, key=_id_key)
+    if floor is None or floor == "0-0":
+        return None
+    client.xtrim(stream, minid=floor, approximate=True)
+    return floor
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_time_ms(stream_id: str) -> int:
+    """The server time (ms) at which an entry id was made."""
+    return _id_key(stream_id)[0]

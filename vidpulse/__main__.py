@@ -1,0 +1,3 @@
+from vidpulse.cli import main
+
+main()

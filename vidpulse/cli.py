@@ -1,0 +1,194 @@
+"""The `vidpulse` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import psycopg
+import redis
+from redis.exceptions import RedisError
+
+from vidpulse import logs
+from vidpulse.settings import ConfigError, Settings
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A command failed for a reason one line can tell."""
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.streams import ensure_groups
+    from vidpulse.database import migrate
+
+    try:
+        created = migrate(settings.database_url)
+    except psycopg.OperationalError as exc:
+        raise CommandError(f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}") from None
+    try:
+        ensure_groups(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream)
+    except (RedisError, OSError) as exc:
+        raise CommandError(f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}") from None
+    what = "created and migrated" if created else "migrated"
+    print(f"database {what}: {_safe_url(settings.database_url)}; consumer groups ready on {settings.stream}")
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    print(f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True)
+    uvicorn.run(
+        "ingest.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.registry import PROCESSORS
+    from processors.runtime import Consumer
+
+    processor = PROCESSORS.get(args.name)
+    if processor is None:
+        raise ConfigError(f"unknown processor {args.name!r}; choose one of {', '.join(PROCESSORS)}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer = Consumer(
+        processor, settings, consumer=args.consumer or default_consumer_name(), stop=stop,
+        burst=args.burst,
+    )
+    consumer.run()
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from vidpulse.supervisor import run_pipeline
+
+    cmd_migrate(settings, args)
+    return run_pipeline(host=args.host, port=args.port)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from vidpulse.keys import Keys
+    from vidpulse.status import gather, render
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    try:
+        report = gather(client, Keys(settings.stream))
+    except (RedisError, OSError) as exc:
+        raise CommandError(f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}") from None
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from vidpulse.deadletters import list_dead, replay
+    from vidpulse.keys import Keys
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    keys = Keys(settings.stream)
+    try:
+        if args.action == "replay":
+            n = replay(client, keys, args.group)
+            print(f"replayed {n} dead letters onto {keys.stream}")
+        else:
+            for item in list_dead(client, keys, args.count):
+                print(json.dumps(item))
+    except (RedisError, OSError) as exc:
+        raise CommandError(f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}") from None
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidpulse", description="Video-engagement analytics pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("ingest", help="serve the ingest app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("process", help="run one processor")
+    p.add_argument("name", help="raw, heatmap, progress or metrics")
+    p.add_argument("--consumer", help="consumer name (default: HOSTNAME-PID)")
+    p.add_argument("--burst", action="store_true", help="exit once nothing is new or pending")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("run", help="migrate, then ingest and every processor, until Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="per consumer group: consumers, pending, lag, dead letters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("dlq", help="list or replay dead letters")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--group", help="replay only this group's dead letters")
+    p.add_argument("--count", type=int, default=100, help="how many to list")
+    p.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format, settings.log_level)
+        code = int(args.func(settings, args))
+    except ConfigError as exc:
+        print(f"vidpulse: configuration error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except CommandError as exc:
+        print(f"vidpulse: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+

@@ -1,0 +1,43 @@
+"""Reading and replaying the dead-letter stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from vidpulse.keys import Keys
+
+# The fields of the original entry; the rest of a dead letter says why it died.
+_ORIGINAL_FIELDS = (b"event", b"received_at", b"user_agent", b"referer")
+
+
+def _s(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def list_dead(client: redis.Redis, keys: Keys, count: int = 100) -> list[dict[str, str]]:
+    """The oldest `count` dead letters, each with its id and fields as text."""
+    return [
+        {"id": _s(i), **{_s(k): _s(v) for k, v in fields.items()}}
+        for i, fields in client.xrange(keys.dlq, count=count)
+    ]
+
+
+def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> int:
+    """Put dead letters back on the stream (all, or one group's); returns how many.
+
+    Every group sees a replayed event again; the processors that applied it already
+    skip it (their ledgers hold its event_id), the others apply it now.
+    """
+    moved = 0
+    for entry_id, fields in client.xrange(keys.dlq):
+        if group is not None and _s(fields.get(b"group", b"")) != group:
+            continue
+        original = {k: v for k, v in fields.items() if k in _ORIGINAL_FIELDS}
+        pipe = client.pipeline(transaction=True)
+        pipe.xadd(keys.stream, original)  # type: ignore[arg-type]
+        pipe.xdel(keys.dlq, entry_id)
+        pipe.execute()
+        moved += 1
+    return moved

@@ -1,0 +1,34 @@
+"""Every Redis key and consumer-group name of a deployment, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROCESSOR_NAMES = ("raw", "heatmap", "progress", "metrics")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names derived from the stream key, which prefixes all of them."""
+
+    stream: str
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.stream}:dlq"
+
+    def milestone_dedupe(self, video_id: str, viewer_id: str, milestone: int) -> str:
+        return f"{self.stream}:dedupe:{video_id}:{viewer_id}:m{milestone}"
+
+    def seed_watched50_dedupe(self, video_id: str, user_id: str) -> str:
+        """The key format of the watched_50_percent seed route."""
+        return f"{self.stream}:dedupe:video:{video_id}:user:{user_id}:watched50"
+
+    def legacy_session(self, session_id: str) -> str:
+        """What the T190-compatible routes remember of a session (video, viewer, duration)."""
+        return f"{self.stream}:legacy:session:{session_id}"
+
+    @staticmethod
+    def group(processor: str) -> str:
+        """Consumer-group name of a processor."""
+        return processor

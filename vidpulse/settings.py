@@ -1,0 +1,85 @@
+"""The one settings object, read from the environment once at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The environment holds a setting that cannot be used; the message is one line."""
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Built at the entry point and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDPULSE_", frozen=True, extra="ignore")
+
+    redis_url: str = Field(
+        "redis://localhost:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+    database_url: str = Field(
+        "postgresql://postgres@localhost:5432/vidpulse",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+    )
+    stream: str = Field("vidpulse:events", min_length=1)
+    segment_seconds: int = Field(10, gt=0)
+    completion_threshold: float = Field(0.9, gt=0, le=1)
+    dedupe_ttl_seconds: int = Field(86400, gt=0)
+    max_deliveries: int = Field(5, ge=1)
+    claim_idle_ms: int = Field(30000, ge=1)
+
+    # ingest
+    max_body_bytes: int = Field(256 * 1024, gt=0)
+    max_events_per_request: int = Field(500, gt=0)
+    max_stream_length: int = Field(
+        1_000_000, gt=0, description="backlog (entries) above which the ingest answers 503"
+    )
+    cors_origins: str = Field("*", description="comma-separated origins, or *")
+    legacy_session_ttl_seconds: int = Field(86400, gt=0)
+    retry_after_seconds: int = Field(5, gt=0)
+
+    # processors
+    batch_size: int = Field(1000, gt=0)
+    block_ms: int = Field(1000, ge=1)
+    applied_retention_days: int = Field(8, ge=7)
+    shutdown_grace_seconds: float = Field(5.0, gt=0)
+
+    # logging: "auto" is JSON unless stderr is a terminal
+    log_format: str = Field("auto", pattern="^(auto|json|console)$")
+    log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default: the process environment).
+
+        Raises ConfigError with a one-line reason naming the variable.
+        """
+        try:
+            if environ is None:
+                return cls()
+            known = {k: v for k, v in environ.items() if k in _ENV_NAMES}
+            return cls.model_validate({_ENV_NAMES[k]: v for k, v in known.items()})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "?"
+            raise ConfigError(f"{_env_name(field)}: {first['msg']}") from None
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def _env_name(field: str) -> str:
+    if field in ("redis_url", "REDIS_URL"):
+        return "REDIS_URL"
+    if field in ("database_url", "DATABASE_URL"):
+        return "DATABASE_URL"
+    return f"VIDPULSE_{field.upper()}"
+
+
+_ENV_NAMES: dict[str, str] = {
+    _env_name(name): name for name in Settings.model_fields
+}

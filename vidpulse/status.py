@@ -1,0 +1,84 @@
+"""What `vidpulse status` reports: per consumer group, how far behind it is."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+
+from vidpulse.keys import Keys
+
+_DLQ_SCAN_LIMIT = 100_000
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """Stream length, dead letters, and per group: consumers, pending, lag, oldest pending age."""
+    now_ms = int(time.time() * 1000)
+    dead_by_group: Counter[str] = Counter()
+    for _, fields in client.xrange(keys.dlq, count=_DLQ_SCAN_LIMIT):
+        dead_by_group[_s(fields.get(b"group", b"?"))] += 1
+    try:
+        groups = client.xinfo_groups(keys.stream)
+        length = int(client.xlen(keys.stream))
+    except ResponseError:
+        groups, length = [], 0
+    out: list[dict[str, Any]] = []
+    for g in groups:
+        name = _s(g["name"])
+        pending = int(g["pending"])
+        oldest_age_s: float | None = None
+        if pending:
+            oldest = client.xpending(keys.stream, name)["min"]
+            oldest_age_s = round((now_ms - int(_s(oldest).split("-")[0])) / 1000, 1)
+        lag = g.get("lag")
+        out.append(
+            {
+                "group": name,
+                "consumers": int(g["consumers"]),
+                "pending": pending,
+                "lag": int(lag) if lag is not None else None,
+                "oldest_pending_age_s": oldest_age_s,
+                "dead_letters": dead_by_group.pop(name, 0),
+                "last_delivered_id": _s(g["last-delivered-id"]),
+            }
+        )
+    return {
+        "stream": keys.stream,
+        "length": length,
+        "dead_letters": int(client.xlen(keys.dlq)),
+        "groups": sorted(out, key=lambda r: r["group"]),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """A plain-text table for a terminal."""
+    lines = [
+        f"stream {report['stream']}: {report['length']} entries, "
+        f"{report['dead_letters']} dead letters ({report['stream']}:dlq)"
+    ]
+    if not report["groups"]:
+        lines.append("no consumer groups yet: run `vidpulse migrate` or start a processor")
+        return "\n".join(lines)
+    header = ("group", "consumers", "pending", "lag", "oldest pending", "dead letters")
+    rows = [
+        (
+            g["group"],
+            str(g["consumers"]),
+            str(g["pending"]),
+            "?" if g["lag"] is None else str(g["lag"]),
+            "-" if g["oldest_pending_age_s"] is None else f"{g['oldest_pending_age_s']}s",
+            str(g["dead_letters"]),
+        )
+        for g in report["groups"]
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, *rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
