@@ -129,7 +129,9 @@ class EventsEndpoint:
                 continue
             dedupe = ""
             if event.type == "milestone" and event.milestone is not None:
-                dedupe = self.keys.milestone_dedupe(event.video_id, event.viewer_id, event.milestone)
+                dedupe = self.keys.milestone_dedupe(
+                    event.video_id, event.viewer_id, event.milestone
+                )
             items.append(Item(event.stream_json(), received_at, user_agent, referer, dedupe))
 
         if not items:
@@ -194,7 +196,9 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
             health_check_interval=30,
         )
         appender = Appender(

@@ -36,7 +36,11 @@ def month_start(ts: datetime) -> datetime:
 
 
 def next_month(start: datetime) -> datetime:
-    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
 
 
 def partition_name(start: datetime) -> str:

@@ -104,7 +104,8 @@ class Consumer:
         self.stop = stop or threading.Event()
         self.burst = burst
         self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
+            settings.redis_url,
+            socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
             socket_connect_timeout=2,
         )
         self.stream = GroupStream(self.redis, self.keys, processor.group, consumer)
@@ -150,7 +151,7 @@ class Consumer:
         after = "0"
         while not self.stop.is_set():
             batch = self._redis_call(
-                lambda: self.stream.read_own_pending(after, self.settings.batch_size)
+                lambda after=after: self.stream.read_own_pending(after, self.settings.batch_size)
             )
             if not batch:
                 return
@@ -159,6 +160,8 @@ class Consumer:
             after = batch[-1][0]
 
     def _claim_round(self, cursor: str) -> str:
+        next_cursor: str
+        claimed: list[RawEntry]
         next_cursor, claimed = self._redis_call(
             lambda: self.stream.claim_idle(
                 self.settings.claim_idle_ms, cursor, self.settings.batch_size
@@ -185,7 +188,7 @@ class Consumer:
             batch = self._drop_exhausted(batch)
         entries: list[Entry] = []
         failures: dict[str, str] = {}
-        raw_by_id = dict(batch)
+        raw_by_id = {raw[0]: raw for raw in batch}
         for raw in batch:
             try:
                 entries.append(decode(raw))
@@ -195,9 +198,7 @@ class Consumer:
         done = [entry_id for entry_id, _ in batch if entry_id not in failures]
         self._redis_call(lambda: self.stream.ack(done))
         if done:
-            self.log.debug(
-                "batch_committed", batch=len(done), first_id=done[0], last_id=done[-1]
-            )
+            self.log.debug("batch_committed", batch=len(done), first_id=done[0], last_id=done[-1])
         if failures:
             self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
 
@@ -226,14 +227,20 @@ class Consumer:
                 self._dead_letter(raw, error, n)
             else:
                 self.log.warning(
-                    "entry_failed", stream_id=entry_id, deliveries=n, error=error,
+                    "entry_failed",
+                    stream_id=entry_id,
+                    deliveries=n,
+                    error=error,
                     retry_after_ms=self.settings.claim_idle_ms,
                 )
 
     def _dead_letter(self, raw: RawEntry, error: str, deliveries: int) -> None:
         self._redis_call(lambda: self.stream.dead_letter(raw, error, deliveries))
         self.log.error(
-            "dead_lettered", stream_id=raw[0], deliveries=deliveries, error=error,
+            "dead_lettered",
+            stream_id=raw[0],
+            deliveries=deliveries,
+            error=error,
             dlq=self.keys.dlq,
         )
 
@@ -262,7 +269,9 @@ class Consumer:
                 except _DB_DOWN as exc2:
                     self._database_lost(exc2, backoff)
 
-    def _commit_isolated(self, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> dict[str, str]:
+    def _commit_isolated(
+        self, conn: psycopg.Connection[Any], entries: Sequence[Entry]
+    ) -> dict[str, str]:
         failures: dict[str, str] = {}
         with conn.transaction():
             for entry in entries:
@@ -292,12 +301,18 @@ class Consumer:
                 self.log.info("database_connected")
                 backoff.reset()
             except _DB_DOWN as exc:
-                self.log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=round(backoff.delay, 2))
+                self.log.warning(
+                    "database_unavailable",
+                    error=str(exc).strip(),
+                    retry_in_s=round(backoff.delay, 2),
+                )
                 backoff.wait()
         return self.conn
 
     def _database_lost(self, exc: Exception, backoff: Backoff) -> None:
-        self.log.warning("database_error", error=str(exc).strip(), retry_in_s=round(backoff.delay, 2))
+        self.log.warning(
+            "database_error", error=str(exc).strip(), retry_in_s=round(backoff.delay, 2)
+        )
         if self.conn is not None:
             self.conn.close()
         self.conn = None
@@ -309,7 +324,9 @@ class Consumer:
             try:
                 return call()
             except _REDIS_DOWN as exc:
-                self.log.warning("redis_unavailable", error=str(exc), retry_in_s=round(backoff.delay, 2))
+                self.log.warning(
+                    "redis_unavailable", error=str(exc), retry_in_s=round(backoff.delay, 2)
+                )
                 backoff.wait()
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):

@@ -14,7 +14,9 @@ from vidpulse.keys import PROCESSOR_NAMES, Keys
 RawEntry = tuple[str, dict[bytes, bytes]]
 
 
-def ensure_groups(client: redis.Redis, stream: str, groups: tuple[str, ...] = PROCESSOR_NAMES) -> None:
+def ensure_groups(
+    client: redis.Redis, stream: str, groups: tuple[str, ...] = PROCESSOR_NAMES
+) -> None:
     """Create every processor's group from the stream's start, if missing.
 
     All groups are created together so that trimming (which keeps what any existing
@@ -46,14 +48,14 @@ class GroupStream:
     consumer: str
 
     def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
-        reply = self.client.xreadgroup(
+        reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block_ms
         )
         return _entries(reply[0][1]) if reply else []
 
     def read_own_pending(self, after: str, count: int) -> list[RawEntry]:
         """This consumer's pending entries with ids greater than `after`."""
-        reply = self.client.xreadgroup(
+        reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.keys.stream: after}, count=count
         )
         return _entries(reply[0][1]) if reply else []
@@ -73,13 +75,21 @@ class GroupStream:
         if not ids:
             return {}
         rows = self.client.xpending_range(
-            self.keys.stream, self.group, min=min(ids, key=_id_key), max=max(ids, key=_id_key),
-            count=len(ids) + 1000, consumername=self.consumer,
+            self.keys.stream,
+            self.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) + 1000,
+            consumername=self.consumer,
         )
         wanted = set(ids)
         out: dict[str, int] = {}
         for row in rows:
-            mid = row["message_id"].decode() if isinstance(row["message_id"], bytes) else row["message_id"]
+            mid = (
+                row["message_id"].decode()
+                if isinstance(row["message_id"], bytes)
+                else row["message_id"]
+            )
             if mid in wanted:
                 out[mid] = int(row["times_delivered"])
         return out
@@ -91,7 +101,7 @@ class GroupStream:
     def dead_letter(self, entry: RawEntry, error: str, deliveries: int) -> None:
         """Copy the entry to the dead-letter stream with why, and ack it, atomically."""
         entry_id, fields = entry
-        record: dict[bytes | str, bytes | str | int] = dict(fields)
+        record: dict[Any, Any] = dict(fields)
         record.update(
             {
                 "error": error[:2000],
@@ -103,7 +113,7 @@ class GroupStream:
             }
         )
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.keys.dlq, record)  # type: ignore[arg-type]
+        pipe.xadd(self.keys.dlq, record)
         pipe.xack(self.keys.stream, self.group, entry_id)
         pipe.execute()
 
@@ -120,7 +130,9 @@ class GroupStream:
                 self.client.xgroup_delconsumer(self.keys.stream, self.group, self.consumer)
 
 
-def trim_processed(client: redis.Redis, stream: str, required: tuple[str, ...] = PROCESSOR_NAMES) -> str | None:
+def trim_processed(
+    client: redis.Redis, stream: str, required: tuple[str, ...] = PROCESSOR_NAMES
+) -> str | None:
     """Trim entries every group has read and acked. Returns the MINID used, if any.
 
     Keeps everything while a required group is missing, and everything from the

@@ -91,12 +91,18 @@ def database_url(service_urls: tuple[str, str]) -> Iterator[str]:
     url = make_conninfo(service_urls[1], dbname=name)
     migrate(url)
     yield url
-    with psycopg.connect(make_conninfo(service_urls[1], dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(
+        make_conninfo(service_urls[1], dbname="postgres"), autocommit=True
+    ) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
-def make_settings(service_urls: tuple[str, str], database_url: str) -> Iterator[Callable[..., Settings]]:
+def make_settings(
+    service_urls: tuple[str, str], database_url: str
+) -> Iterator[Callable[..., Settings]]:
     """Factory: Settings for this test's own stream keys, with fast claim/block times.
 
     Tables are emptied before the test; the stream keys are deleted after it.

@@ -40,4 +40,6 @@ def make_event(type: str = "play", **fields: Any) -> dict[str, Any]:
 
 def run_burst(settings: Settings, name: str, consumer: str = "test") -> None:
     """Run processor `name` in-process until nothing is new or pending."""
-    Consumer(PROCESSORS[name], settings, consumer=consumer, stop=threading.Event(), burst=True).run()
+    Consumer(
+        PROCESSORS[name], settings, consumer=consumer, stop=threading.Event(), burst=True
+    ).run()

@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import psycopg
 import redis
@@ -38,20 +38,31 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     try:
         created = migrate(settings.database_url)
     except psycopg.OperationalError as exc:
-        raise CommandError(f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}") from None
+        raise CommandError(
+            f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
+        ) from None
     try:
-        ensure_groups(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream)
+        ensure_groups(
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream
+        )
     except (RedisError, OSError) as exc:
-        raise CommandError(f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}") from None
+        raise CommandError(
+            f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
+        ) from None
     what = "created and migrated" if created else "migrated"
-    print(f"database {what}: {_safe_url(settings.database_url)}; consumer groups ready on {settings.stream}")
+    print(
+        f"database {what}: {_safe_url(settings.database_url)}; "
+        f"consumer groups ready on {settings.stream}"
+    )
     return 0
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    print(f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True)
+    print(
+        f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True
+    )
     uvicorn.run(
         "ingest.app:app_from_env",
         factory=True,
@@ -76,7 +87,10 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     consumer = Consumer(
-        processor, settings, consumer=args.consumer or default_consumer_name(), stop=stop,
+        processor,
+        settings,
+        consumer=args.consumer or default_consumer_name(),
+        stop=stop,
         burst=args.burst,
     )
     consumer.run()
@@ -98,7 +112,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     try:
         report = gather(client, Keys(settings.stream))
     except (RedisError, OSError) as exc:
-        raise CommandError(f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}") from None
+        raise CommandError(
+            f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
+        ) from None
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 
@@ -117,7 +133,9 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             for item in list_dead(client, keys, args.count):
                 print(json.dumps(item))
     except (RedisError, OSError) as exc:
-        raise CommandError(f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}") from None
+        raise CommandError(
+            f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
+        ) from None
     return 0
 
 
@@ -190,5 +208,3 @@ def _safe_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
-
-

@@ -46,8 +46,10 @@ def migrate(database_url: str) -> bool:
     """
     created = create_database_if_missing(database_url)
     ddl = schema_path().read_text()
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            conn.execute(ddl.encode())
+    with (
+        psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn,
+        conn.transaction(),
+    ):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+        conn.execute(ddl.encode())
     return created

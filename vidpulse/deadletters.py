@@ -18,10 +18,8 @@ def _s(value: Any) -> str:
 
 def list_dead(client: redis.Redis, keys: Keys, count: int = 100) -> list[dict[str, str]]:
     """The oldest `count` dead letters, each with its id and fields as text."""
-    return [
-        {"id": _s(i), **{_s(k): _s(v) for k, v in fields.items()}}
-        for i, fields in client.xrange(keys.dlq, count=count)
-    ]
+    entries: Any = client.xrange(keys.dlq, count=count)
+    return [{"id": _s(i), **{_s(k): _s(v) for k, v in fields.items()}} for i, fields in entries]
 
 
 def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> int:
@@ -31,12 +29,13 @@ def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> int:
     skip it (their ledgers hold its event_id), the others apply it now.
     """
     moved = 0
-    for entry_id, fields in client.xrange(keys.dlq):
+    entries: Any = client.xrange(keys.dlq)
+    for entry_id, fields in entries:
         if group is not None and _s(fields.get(b"group", b"")) != group:
             continue
         original = {k: v for k, v in fields.items() if k in _ORIGINAL_FIELDS}
         pipe = client.pipeline(transaction=True)
-        pipe.xadd(keys.stream, original)  # type: ignore[arg-type]
+        pipe.xadd(keys.stream, original)
         pipe.xdel(keys.dlq, entry_id)
         pipe.execute()
         moved += 1

@@ -91,7 +91,9 @@ class LocalServer:
                 self.process.kill()
 
 
-def start_redis(data_dir: Path, port: int | None = None, *, persistent: bool = False) -> LocalServer:
+def start_redis(
+    data_dir: Path, port: int | None = None, *, persistent: bool = False
+) -> LocalServer:
     """Start `redis-server` on 127.0.0.1 (AOF on when persistent)."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -101,11 +103,25 @@ def start_redis(data_dir: Path, port: int | None = None, *, persistent: bool = F
         )
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-            "--save", "", "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
+    args = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(data_dir / "redis.log"),
+    ]
     args += ["--appendonly", "yes"] if persistent else ["--appendonly", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=persistent)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=persistent
+    )
     url = f"redis://127.0.0.1:{port}/0"
     _wait(lambda: redis_answers(url), f"redis-server on port {port}")
     return LocalServer(url=url, process=proc)
@@ -135,20 +151,34 @@ def start_postgres(data_dir: Path, port: int | None = None) -> LocalServer:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            raise Missing("running as root and there is no 'postgres' user to run PostgreSQL as") from None
+            raise Missing(
+                "running as root and there is no 'postgres' user to run PostgreSQL as"
+            ) from None
         shutil.chown(data_dir, "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
     pgdata = data_dir / "pgdata"
     if not (pgdata / "PG_VERSION").exists():
         subprocess.run(
             [*run_as, initdb, "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*run_as, pg_ctl, "-D", str(pgdata), "-o", options, "-l", str(data_dir / "postgres.log"),
-         "-w", "start"],
-        check=True, capture_output=True,
+        [
+            *run_as,
+            pg_ctl,
+            "-D",
+            str(pgdata),
+            "-o",
+            options,
+            "-l",
+            str(data_dir / "postgres.log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     _wait(lambda: postgres_answers(url), f"postgres on port {port}")
@@ -174,14 +204,20 @@ def ensure_for_laptop(state_dir: Path) -> dict[str, str]:
         local = "redis://127.0.0.1:16379/0"
         if not redis_answers(local):
             start_redis(state_dir / "redis", 16379, persistent=True)
-            print(f"started a local redis-server on 127.0.0.1:16379 (data in {state_dir}/redis)", file=sys.stderr)
+            print(
+                f"started a local redis-server on 127.0.0.1:16379 (data in {state_dir}/redis)",
+                file=sys.stderr,
+            )
         env["REDIS_URL"] = local
     database_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     if not postgres_answers(database_url):
         local = "postgresql://postgres@127.0.0.1:15432/vidpulse"
         if not postgres_answers(local):
             start_postgres(state_dir / "postgres", 15432)
-            print(f"started a local PostgreSQL on 127.0.0.1:15432 (data in {state_dir}/postgres)", file=sys.stderr)
+            print(
+                f"started a local PostgreSQL on 127.0.0.1:15432 (data in {state_dir}/postgres)",
+                file=sys.stderr,
+            )
         env["DATABASE_URL"] = local
     return env
 

@@ -7,7 +7,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 EventType = Literal[
     "session_start",
@@ -32,6 +39,8 @@ Range = Annotated[list[Seconds], Field(min_length=2, max_length=2)]
 MAX_PAST_MS = 7 * 24 * 3600 * 1000
 MAX_FUTURE_MS = 5 * 60 * 1000
 MAX_RANGES = 100
+
+TS_WINDOW_MESSAGE = "must be ms since the epoch, within the last 7 days and at most 5 minutes ahead"
 
 _DURATION_REQUIRED = frozenset({"session_start", "progress", "complete", "session_end"})
 _PLAYED_ALLOWED = frozenset({"progress", "pause", "seek", "complete", "session_end"})
@@ -120,7 +129,9 @@ class Event(BaseModel):
                 if not start < end:
                     yield FieldError(f"played.{i}", "start must be less than end")
                 elif end > d + 1:
-                    yield FieldError(f"played.{i}", f"end must be at most duration_s + 1 ({d + 1:g})")
+                    yield FieldError(
+                        f"played.{i}", f"end must be at most duration_s + 1 ({d + 1:g})"
+                    )
 
     def stream_json(self) -> bytes:
         """The compact JSON stored in the stream entry."""
@@ -141,9 +152,7 @@ def parse_event(data: Any, *, now_ms: int | None = None) -> Event:
     except ValidationError as exc:
         raise InvalidEvent([_field_error(e) for e in exc.errors()]) from None
     if now_ms is not None and not now_ms - MAX_PAST_MS <= event.ts <= now_ms + MAX_FUTURE_MS:
-        raise InvalidEvent(
-            [FieldError("ts", "must be ms since the epoch within the last 7 days (and not over 5 minutes ahead)")]
-        )
+        raise InvalidEvent([FieldError("ts", TS_WINDOW_MESSAGE)])
     return event
 
 
@@ -152,7 +161,11 @@ def now_ms() -> int:
 
 
 def _field_error(err: Any) -> FieldError:
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, str) or not p.startswith(("function-", "tuple[", "list[")))
+    loc = ".".join(
+        str(p)
+        for p in err["loc"]
+        if not isinstance(p, str) or not p.startswith(("function-", "tuple[", "list["))
+    )
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown field"

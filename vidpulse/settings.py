@@ -80,6 +80,4 @@ def _env_name(field: str) -> str:
     return f"VIDPULSE_{field.upper()}"
 
 
-_ENV_NAMES: dict[str, str] = {
-    _env_name(name): name for name in Settings.model_fields
-}
+_ENV_NAMES: dict[str, str] = {_env_name(name): name for name in Settings.model_fields}

@@ -22,7 +22,8 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Stream length, dead letters, and per group: consumers, pending, lag, oldest pending age."""
     now_ms = int(time.time() * 1000)
     dead_by_group: Counter[str] = Counter()
-    for _, fields in client.xrange(keys.dlq, count=_DLQ_SCAN_LIMIT):
+    dead: Any = client.xrange(keys.dlq, count=_DLQ_SCAN_LIMIT)
+    for _, fields in dead:
         dead_by_group[_s(fields.get(b"group", b"?"))] += 1
     try:
         groups = client.xinfo_groups(keys.stream)

@@ -35,7 +35,9 @@ def run_pipeline(*, host: str, port: int) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     running = {key: subprocess.Popen(cmd) for key, cmd in children.items()}
-    log.info("pipeline_started", ingest=f"http://{host}:{port}/v1/events", processors=list(PROCESSORS))
+    log.info(
+        "pipeline_started", ingest=f"http://{host}:{port}/v1/events", processors=list(PROCESSORS)
+    )
     print(
         f"vidpulse is running: POST events to http://{host}:{port}/v1/events, "
         f"tracker at http://{host}:{port}/v1/tracker.js. Ctrl-C stops everything.",
