@@ -200,6 +200,9 @@ def ensure_for_laptop(state_dir: Path) -> dict[str, str]:
     """
     env: dict[str, str] = {}
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    database_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    if not (redis_answers(redis_url) and postgres_answers(database_url)) and docker_answers():
+        return _compose_services()
     if not redis_answers(redis_url):
         local = "redis://127.0.0.1:16379/0"
         if not redis_answers(local):
@@ -209,7 +212,6 @@ def ensure_for_laptop(state_dir: Path) -> dict[str, str]:
                 file=sys.stderr,
             )
         env["REDIS_URL"] = local
-    database_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     if not postgres_answers(database_url):
         local = "postgresql://postgres@127.0.0.1:15432/vidpulse"
         if not postgres_answers(local):
@@ -219,6 +221,24 @@ def ensure_for_laptop(state_dir: Path) -> dict[str, str]:
                 file=sys.stderr,
             )
         env["DATABASE_URL"] = local
+    return env
+
+
+def _compose_services() -> dict[str, str]:
+    """Start Redis and PostgreSQL from deploy/compose.yaml and wait for them."""
+    compose = Path(__file__).resolve().parent.parent / "deploy" / "compose.yaml"
+    subprocess.run(
+        ["docker", "compose", "-f", str(compose), "up", "-d", "--wait", "redis", "postgres"],
+        check=True,
+        stdout=sys.stderr,
+    )
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DATABASE_URL": "postgresql://postgres:vidpulse@127.0.0.1:5432/vidpulse",
+    }
+    _wait(lambda: redis_answers(env["REDIS_URL"]), "redis (compose)")
+    _wait(lambda: postgres_answers(env["DATABASE_URL"]), "postgres (compose)")
+    print("started redis and postgres with docker compose (deploy/compose.yaml)", file=sys.stderr)
     return env
 
 
