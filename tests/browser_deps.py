@@ -26,9 +26,11 @@ def main() -> int:
         return 0
     print(f"installing {' '.join(missing)} for the browser tests", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    # Wait for another apt run (unattended upgrades, a parallel job) instead of failing.
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    subprocess.run([*apt, "update", "-qq"], check=False, env=env)
     done = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env, check=False
+        [*apt, "install", "-y", "-qq", "--no-install-recommends", *missing], env=env, check=False
     )
     return done.returncode
 
