@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,6 +35,16 @@ Ident = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store U+0000 in text or jsonb: accepting it would make a poison entry.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
 Range = Annotated[list[Seconds], Field(min_length=2, max_length=2)]
 
 MAX_PAST_MS = 7 * 24 * 3600 * 1000
@@ -83,9 +94,9 @@ class Event(BaseModel):
     from_s: Seconds | None = None
     to_s: Seconds | None = None
     rate: Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)] | None = None
-    quality: Annotated[str, StringConstraints(max_length=32)] | None = None
-    course_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    lesson_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    quality: Annotated[str, StringConstraints(max_length=32), NoNul] | None = None
+    course_id: Annotated[str, StringConstraints(max_length=128), NoNul] | None = None
+    lesson_id: Annotated[str, StringConstraints(max_length=128), NoNul] | None = None
     is_preview: bool = False
 
     @model_validator(mode="after")
