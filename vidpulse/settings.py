@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,8 +61,11 @@ class Settings(BaseSettings):
         try:
             if environ is None:
                 return cls()
-            known = {k: v for k, v in environ.items() if k in _ENV_NAMES}
-            return cls.model_validate({_ENV_NAMES[k]: v for k, v in known.items()})
+            # Every field given explicitly: init values outrank the process environment,
+            # which pydantic-settings would otherwise still read for the missing ones.
+            values: dict[str, Any] = {n: f.default for n, f in cls.model_fields.items()}
+            values.update({_ENV_NAMES[k]: v for k, v in environ.items() if k in _ENV_NAMES})
+            return cls.model_validate(values)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "?"
