@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
@@ -170,6 +171,12 @@ async def append_and_answer(
     )
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (404, 405) as JSON too, like every other error of the ingest."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -229,7 +236,12 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
             max_age=86400,
         )
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
 
 
 def app_from_env() -> Starlette:
