@@ -233,6 +233,7 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
             allow_origins=origins,
             allow_methods=["POST", "GET", "OPTIONS"],
             allow_headers=["Content-Type"],
+            expose_headers=["Retry-After"],
             max_age=86400,
         )
     ]
