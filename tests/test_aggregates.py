@@ -1,0 +1,439 @@
+"""The aggregate tables against the reference model, under retries, reordering, crashes
+and concurrent replicas.
+
+Traffic comes from the audience generator; what the processors must reproduce is
+computed by tests/reference.py from the distinct events that reached the stream.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+import redis
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+from starlette.testclient import TestClient
+from structlog.testing import capture_logs
+
+from tests import reference
+from tests.factories import run_burst
+from tests.reference import Arrival
+from vidpulse.audience import Session, flatten, generate_audience
+from vidpulse.events import now_ms
+from vidpulse.settings import Settings
+
+AGGREGATORS = ("heatmap", "progress", "metrics")
+Send = tuple[dict[str, Any], str, str | None]  # event, User-Agent, Referer
+
+
+# -- traffic ---------------------------------------------------------------------
+
+
+def audience(seed: int, *, videos: int, viewers: int, sessions: int) -> list[Session]:
+    return generate_audience(
+        random.Random(seed), videos=videos, viewers=viewers, sessions=sessions, now_ms=now_ms()
+    )
+
+
+def sends(
+    sessions: list[Session], rng: random.Random, *, retries: float, shuffle: bool
+) -> list[Send]:
+    """What clients send: every event, a share of them again (same event_id), in an order.
+
+    `shuffle` mixes everything (a session's events arrive in any order); otherwise
+    events come in ts order, a retry right after a later event.
+    """
+    by_id = {e["event_id"]: s for s in sessions for e in s.events}
+    events = (
+        flatten([s.events for s in sessions])
+        if not shuffle
+        else [e for s in sessions for e in s.events]
+    )
+    out: list[Send] = [
+        (e, by_id[e["event_id"]].user_agent, by_id[e["event_id"]].referer) for e in events
+    ]
+    for i in sorted(rng.sample(range(len(out)), int(len(out) * retries)), reverse=True):
+        out.insert(min(len(out), i + rng.randint(1, 30)), out[i])
+    if shuffle:
+        rng.shuffle(out)
+    return out
+
+
+def post(ingest: TestClient, items: list[Send], rng: random.Random) -> int:
+    """POST the events through the ingest, in requests of 1-40 events with the right headers.
+
+    Returns how many requests were made.
+    """
+    queues: defaultdict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for event, ua, referer in items:
+        queues[(ua, referer)].append(event)
+    keys = list(queues)
+    requests = 0
+    while keys:
+        key = rng.choice(keys)
+        queue = queues[key]
+        n = rng.randint(1, 40)
+        chunk, queues[key] = queue[:n], queue[n:]
+        if not queues[key]:
+            keys.remove(key)
+        headers = {"User-Agent": key[0]}
+        if key[1]:
+            headers["Referer"] = key[1]
+        response = ingest.post("/v1/events", json=chunk, headers=headers)
+        assert response.status_code == 202, response.text
+        assert not response.json()["rejected"]
+        requests += 1
+    return requests
+
+
+def xadd(client: redis.Redis, settings: Settings, items: list[Send]) -> None:
+    """Append the events straight to the stream, in the ingest's entry format."""
+    pipe = client.pipeline(transaction=False)
+    for event, ua, referer in items:
+        fields = {"event": orjson.dumps(event), "received_at": now_ms(), "user_agent": ua}
+        if referer:
+            fields["referer"] = referer
+        pipe.xadd(settings.stream, fields)  # type: ignore[arg-type]
+    pipe.execute()
+
+
+def duplicate_entries(client: redis.Redis, settings: Settings, rng: random.Random, n: int) -> None:
+    """Append byte-identical copies of `n` random stream entries (an ingest re-append)."""
+    entries = client.xrange(settings.stream)
+    pipe = client.pipeline(transaction=False)
+    for _, fields in rng.sample(entries, min(n, len(entries))):
+        pipe.xadd(settings.stream, fields)
+    pipe.execute()
+
+
+def stream_arrivals(client: redis.Redis, settings: Settings) -> tuple[list[Arrival], int]:
+    """The distinct events in the stream (first copy of each event_id), and the entry count."""
+    seen: dict[str, Arrival] = {}
+    entries = client.xrange(settings.stream)
+    for _, fields in entries:
+        event = orjson.loads(fields[b"event"])
+        ua, ref = fields.get(b"user_agent"), fields.get(b"referer")
+        seen.setdefault(
+            event["event_id"],
+            Arrival(event, ua.decode() if ua else None, ref.decode() if ref else None),
+        )
+    return list(seen.values()), len(entries)
+
+
+# -- comparison -------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Values compared between the database and the model, and the mismatches."""
+
+    compared: int = 0
+    mismatches: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.mismatches = []
+
+    def check(self, table: str, key: Any, column: str, got: Any, want: Any) -> None:
+        self.compared += 1
+        if not same(got, want):
+            assert self.mismatches is not None
+            self.mismatches.append(f"{table}[{key}].{column}: database {got!r}, model {want!r}")
+
+    def report(self, label: str) -> None:
+        assert self.mismatches is not None
+        print(f"\n{label}: compared {self.compared} values, {len(self.mismatches)} mismatched")
+        for line in self.mismatches[:20]:
+            print("  " + line)
+        assert not self.mismatches, f"{len(self.mismatches)} of {self.compared} values differ"
+
+
+def same(got: Any, want: Any) -> bool:
+    if isinstance(got, float) or isinstance(want, float):
+        return (
+            got is not None
+            and want is not None
+            and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-6)
+        )
+    return bool(got == want)
+
+
+def compare_rows(
+    cmp: Comparison,
+    table: str,
+    got: dict[Any, dict[str, Any]],
+    want: dict[Any, dict[str, Any]],
+    zero: Callable[[Any], dict[str, Any]] | None = None,
+) -> None:
+    """Every column of every row of `want` against `got`, and no extra rows in `got`.
+
+    With `zero`, a missing row on either side means that row of zeros.
+    """
+    for key in sorted(set(got) | set(want), key=repr):
+        if zero is not None:
+            g, w = got.get(key) or zero(key), want.get(key) or zero(key)
+        else:
+            g, w = got.get(key), want.get(key)
+            if g is None or w is None:
+                cmp.check(table, key, "<row>", g is not None, w is not None)
+                continue
+        for column, value in w.items():
+            cmp.check(table, key, column, g[column], value)
+
+
+def fetch(
+    db: psycopg.Connection[Any], query: str, key: tuple[str, ...]
+) -> dict[Any, dict[str, Any]]:
+    with db.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    out: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        k = tuple(row.pop(c) for c in key)
+        out[k[0] if len(k) == 1 else k] = row
+    return out
+
+
+def compare_processor(
+    cmp: Comparison,
+    name: str,
+    db: psycopg.Connection[Any],
+    arrivals: list[Arrival],
+    settings: Settings,
+) -> None:
+    """Compare the tables processor `name` owns with the model."""
+    if name == "heatmap":
+        size = settings.segment_seconds
+        compare_rows(
+            cmp,
+            "video_heatmap",
+            fetch(db, "SELECT * FROM video_heatmap", ("video_id", "segment_start")),
+            reference.heatmap(arrivals, size),
+            zero=lambda key: {
+                "segment_end": key[1] + size,
+                "views": 0,
+                "watch_seconds": 0.0,
+                "drop_offs": 0,
+            },
+        )
+    elif name == "progress":
+        sessions = reference.sessions(arrivals, settings.completion_threshold)
+        compare_rows(
+            cmp,
+            "video_sessions",
+            fetch(db, "SELECT * FROM video_sessions", ("session_id",)),
+            sessions,
+        )
+        compare_rows(
+            cmp,
+            "video_watch_progress",
+            fetch(db, "SELECT * FROM video_watch_progress", ("viewer_id", "video_id")),
+            reference.watch_progress(arrivals, sessions),
+        )
+    else:
+        compare_rows(
+            cmp,
+            "video_metrics",
+            fetch(db, "SELECT * FROM video_metrics", ("video_id",)),
+            reference.metrics(arrivals),
+        )
+        daily: dict[Any, dict[str, Any]] = fetch(
+            db, "SELECT * FROM video_metrics_daily", ("video_id", "day")
+        )
+        want: dict[tuple[str, date], Any] = reference.metrics_daily(arrivals)
+        compare_rows(cmp, "video_metrics_daily", daily, dict(want))
+
+
+# -- tests ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shuffle", "segment_seconds", "threshold", "batch_size"),
+    [(True, 10, 0.9, 37), (False, 10, 0.9, 50), (True, 7, 0.75, 200)],
+    ids=["shuffled", "in-order", "shuffled-S7-t75"],
+)
+def test_tables_match_the_reference_model(
+    make_settings: Callable[..., Settings],
+    ingest: TestClient,
+    redis_client: redis.Redis,
+    db: psycopg.Connection[Any],
+    shuffle: bool,
+    segment_seconds: int,
+    threshold: float,
+    batch_size: int,
+) -> None:
+    """Every value of every aggregate table equals the model, whatever the retries and order."""
+    settings = make_settings(
+        segment_seconds=segment_seconds, completion_threshold=threshold, batch_size=batch_size
+    )
+    rng = random.Random(1000 + segment_seconds)
+    crowd = audience(rng.randint(0, 1 << 30), videos=12, viewers=60, sessions=220)
+    items = sends(crowd, rng, retries=0.1, shuffle=shuffle)
+    requests = post(ingest, items, rng)
+    duplicate_entries(redis_client, settings, rng, 200)
+    arrivals, entries = stream_arrivals(redis_client, settings)
+    print(
+        f"\n{len(items)} events sent in {requests} requests; {entries} stream entries, "
+        f"{len(arrivals)} distinct events"
+    )
+    with capture_logs() as logs:
+        for name in AGGREGATORS:
+            run_burst(settings, name)
+    trouble = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert not trouble, trouble[:5]
+    cmp = Comparison()
+    for name in AGGREGATORS:
+        compare_processor(cmp, name, db, arrivals, settings)
+    cmp.report(f"{'shuffled' if shuffle else 'in order'}, S={segment_seconds}, t={threshold}")
+
+
+def _subprocess_env(settings: Settings, application_name: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": make_conninfo(settings.database_url, application_name=application_name),
+        "VIDPULSE_STREAM": settings.stream,
+        "VIDPULSE_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+        "VIDPULSE_BATCH_SIZE": str(settings.batch_size),
+        "VIDPULSE_BLOCK_MS": str(settings.block_ms),
+        "VIDPULSE_SEGMENT_SECONDS": str(settings.segment_seconds),
+        "VIDPULSE_COMPLETION_THRESHOLD": str(settings.completion_threshold),
+        "VIDPULSE_LOG_FORMAT": "json",
+        "VIDPULSE_LOG_LEVEL": "warning",
+    }
+
+
+def _applied(db: psycopg.Connection[Any], name: str) -> int:
+    row = db.execute(f"SELECT count(*) FROM {name}_applied").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _writing_transaction_open(db: psycopg.Connection[Any], application_name: str) -> bool:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = %s AND backend_xid IS NOT NULL",
+        (application_name,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _pending(client: redis.Redis, settings: Settings, group: str, consumer: str) -> int:
+    for info in client.xinfo_consumers(settings.stream, group):
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if name == consumer:
+            return int(info["pending"])
+    return 0
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_processor_killed_mid_batch_stays_exact(
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    db: psycopg.Connection[Any],
+    name: str,
+) -> None:
+    """SIGKILL while a batch's transaction is open, three times, loses and doubles nothing."""
+    settings = make_settings(batch_size=150)
+    rng = random.Random(7)
+    crowd = audience(11, videos=15, viewers=300, sessions=700)
+    items = sends(crowd, rng, retries=0.05, shuffle=True)
+    xadd(redis_client, settings, items)
+    arrivals, entries = stream_arrivals(redis_client, settings)
+    app = f"victim-{name}-{os.getpid()}"
+    env = _subprocess_env(settings, app)
+    kills: list[tuple[int, bool, int]] = []  # (applied at kill, txn open, pending after)
+    for _ in range(3):
+        floor = _applied(db, name) + rng.randint(50, 400)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "victim"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if _applied(db, name) >= floor and _writing_transaction_open(db, app):
+                    break
+            open_txn = _writing_transaction_open(db, app)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        kills.append(
+            (_applied(db, name), open_txn, _pending(redis_client, settings, name, "victim"))
+        )
+    run_burst(settings, name, consumer="victim")
+    print(
+        f"\n{name}: {entries} entries, {len(arrivals)} distinct events; kills at "
+        + ", ".join(f"{a} applied (txn open: {o}, pending after: {p})" for a, o, p in kills)
+    )
+    assert any(open_txn and pending for _, open_txn, pending in kills)
+    assert all(applied < len(arrivals) for applied, _, _ in kills)
+    cmp = Comparison()
+    compare_processor(cmp, name, db, arrivals, settings)
+    cmp.report(f"{name} after {len(kills)} kills")
+
+
+def test_concurrent_replicas_stay_exact(
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    db: psycopg.Connection[Any],
+) -> None:
+    """Two replicas of each processor sharing one group, on hot rows, give exact tables."""
+    settings = make_settings(batch_size=40)
+    rng = random.Random(21)
+    crowd = audience(23, videos=4, viewers=40, sessions=400)
+    items = sends(crowd, rng, retries=0.1, shuffle=True)
+    xadd(redis_client, settings, items)
+    arrivals, entries = stream_arrivals(redis_client, settings)
+    procs = []
+    for name in AGGREGATORS:
+        for replica in (1, 2):
+            env = _subprocess_env(settings, f"replica-{name}-{replica}")
+            procs.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "vidpulse",
+                            "process",
+                            name,
+                            "--consumer",
+                            f"r{replica}",
+                            "--burst",
+                        ],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    ),
+                )
+            )
+    retried: defaultdict[str, int] = defaultdict(int)
+    for name, proc in procs:
+        _, err = proc.communicate(timeout=280)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        retried[name] += err.count(b"database_error")
+    print(
+        f"\n{entries} entries, {len(arrivals)} distinct events; "
+        f"batches retried after a database error: {dict(retried)}"
+    )
+    cmp = Comparison()
+    for name in AGGREGATORS:
+        compare_processor(cmp, name, db, arrivals, settings)
+    cmp.report("two replicas per processor")
