@@ -219,11 +219,14 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
         finally:
             await client.aclose()
 
+    from ingest.legacy import legacy_routes  # it builds on this module's helpers
+
     routes = [
         Route("/v1/events", EventsEndpoint(settings).post, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/tracker.js", tracker_js, methods=["GET"]),
+        *legacy_routes(settings),
         *(extra_routes or []),
     ]
     origins = settings.cors_origin_list
