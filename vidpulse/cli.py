@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        check_urls(settings)
         logs.configure(settings.log_format, settings.log_level)
         code = int(args.func(settings, args))
     except ConfigError as exc:
@@ -192,6 +193,20 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+def check_urls(settings: Settings) -> None:
+    """A malformed service URL is a configuration error (exit 2), not a traceback later."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        redis.ConnectionPool.from_url(settings.redis_url)  # parses only, connects lazily
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL: {exc}") from None
+    try:
+        conninfo_to_dict(settings.database_url)
+    except psycopg.Error as exc:
+        raise ConfigError(f"DATABASE_URL: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
