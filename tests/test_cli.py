@@ -15,10 +15,10 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from processors.streams import ensure_groups
+from processors.streams import GroupStream, ensure_groups
 from tests.commands import run_vidpulse, settings_env
 from tests.factories import make_event
-from vidpulse.keys import PROCESSOR_NAMES
+from vidpulse.keys import PROCESSOR_NAMES, Keys
 from vidpulse.settings import Settings
 
 
@@ -224,3 +224,24 @@ def test_dlq_list_prints_one_json_object_per_dead_letter(
     assert letter["error"] == "boom"
     assert letter["original_id"] == "1-0"
     assert "id" in letter
+
+
+def test_dlq_replay_reappends_an_entry_dead_lettered_by_several_groups_once(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """An entry every group dead-lettered goes back on the stream once, not once per group."""
+    ensure_groups(redis_client, settings.stream)
+    poison = {b"event": b"{broken", b"received_at": b"1"}
+    redis_client.xadd(settings.stream, poison)  # type: ignore[arg-type]
+    for group in ("raw", "metrics"):
+        [[_, [entry]]] = redis_client.xreadgroup(group, "c", {settings.stream: ">"})
+        GroupStream(redis_client, Keys(settings.stream), group, "c").dead_letter(
+            entry, "does not decode", 5
+        )
+    assert redis_client.xlen(f"{settings.stream}:dlq") == 2
+
+    result = run_vidpulse("dlq", "replay", env=settings_env(settings))
+    assert result.returncode == 0, result.stderr
+    assert "replayed 2 dead letters" in result.stdout
+    assert redis_client.xlen(f"{settings.stream}:dlq") == 0
+    assert [fields for _, fields in redis_client.xrange(settings.stream)] == [poison, poison]

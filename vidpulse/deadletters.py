@@ -26,16 +26,22 @@ def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> int:
     """Put dead letters back on the stream (all, or one group's); returns how many.
 
     Every group sees a replayed event again; the processors that applied it already
-    skip it (their ledgers hold its event_id), the others apply it now.
+    skip it (their ledgers hold its event_id), the others apply it now. So an entry
+    several groups dead-lettered goes back once, not once per group.
     """
     moved = 0
+    reappended: set[bytes] = set()
     entries: Any = client.xrange(keys.dlq)
     for entry_id, fields in entries:
         if group is not None and _s(fields.get(b"group", b"")) != group:
             continue
         original = {k: v for k, v in fields.items() if k in _ORIGINAL_FIELDS}
+        original_id = fields.get(b"original_id")
         pipe = client.pipeline(transaction=True)
-        pipe.xadd(keys.stream, original)
+        if original_id is None or original_id not in reappended:
+            pipe.xadd(keys.stream, original)
+        if original_id is not None:
+            reappended.add(original_id)
         pipe.xdel(keys.dlq, entry_id)
         pipe.execute()
         moved += 1
