@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,14 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from ingest.appender import Appender, Backpressure, Item
+from ingest.appender import Appender, Backpressure, Batch, Item
+from ingest.cors import LeanCORSMiddleware
+from ingest.fastpath import vouch
 from vidpulse.events import FieldError, InvalidEvent, now_ms, parse_event
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
@@ -53,22 +55,40 @@ def error_response(exc: RequestError, headers: dict[str, str] | None = None) -> 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) more than `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body from the ASGI `receive`, refusing (413) more than `limit` bytes.
+
+    `declared` is the Content-Length header, if any: a body declared too large is
+    refused before any of it is read. Raises ClientDisconnect if the client goes.
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def check_content_type(request: Request) -> None:
     """JSON may come as application/json, or as text/plain from navigator.sendBeacon."""
-    content_type = request.headers.get("content-type", "")
+    check_mime(request.headers.get("content-type", ""))
+
+
+def check_mime(content_type: str) -> None:
+    """Refuse (415) a content type other than JSON or sendBeacon's text/plain."""
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime not in ("", "application/json", "text/plain"):
         raise RequestError(
@@ -101,45 +121,98 @@ def rejected_entry(index: int, errors: list[FieldError]) -> dict[str, Any]:
 
 
 class EventsEndpoint:
-    """POST /v1/events: validate every event, append the valid ones, report the rest."""
+    """POST /v1/events: validate every event, append the valid ones, report the rest.
+
+    A plain ASGI app rather than a Request -> Response function: this is the one hot
+    route, and Starlette's request and response objects cost it more than its own work.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.stream)
 
-    async def post(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = user_agent = referer = ""
+        declared: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")[:_MAX_USER_AGENT]
+            elif name == b"referer":
+                referer = value.decode("latin-1")[:_MAX_REFERER]
         try:
-            check_content_type(request)
-            body = await read_body(request, self.settings.max_body_bytes)
+            check_mime(content_type)
+            body = await receive_body(receive, declared, self.settings.max_body_bytes)
             raw_events = event_list(body, self.settings.max_events_per_request)
         except RequestError as exc:
-            return error_response(exc)
+            await send_json(send, exc.status, exc.body)
+            return
         except ClientDisconnect:
-            return Response(status_code=400)
+            await send_json(send, 400, None)
+            return
 
         received_at = now_ms()
-        user_agent = request.headers.get("user-agent", "")[:_MAX_USER_AGENT]
-        referer = request.headers.get("referer", "")[:_MAX_REFERER]
-        items: list[Item] = []
+        events: list[tuple[bytes, bytes]] = []
         rejected: list[dict[str, Any]] = []
+        milestone_dedupe = self.keys.milestone_dedupe
         for index, raw in enumerate(raw_events):
-            try:
-                event = parse_event(raw, now_ms=received_at)
-            except InvalidEvent as exc:
-                rejected.append(rejected_entry(index, exc.errors))
-                continue
-            dedupe = ""
-            if event.type == "milestone" and event.milestone is not None:
-                dedupe = self.keys.milestone_dedupe(
-                    event.video_id, event.viewer_id, event.milestone
-                )
-            items.append(Item(event.stream_json(), received_at, user_agent, referer, dedupe))
+            # The fast path vouches for plainly valid events; the model decides the rest.
+            vouched = vouch(raw, received_at)
+            if vouched is not None:
+                event_json, fields = vouched
+                milestone = fields.get("milestone")
+            else:
+                try:
+                    event = parse_event(raw, now_ms=received_at)
+                except InvalidEvent as exc:
+                    rejected.append(rejected_entry(index, exc.errors))
+                    continue
+                event_json = event.stream_json()
+                fields = {"video_id": event.video_id, "viewer_id": event.viewer_id}
+                milestone = event.milestone if event.type == "milestone" else None
+            dedupe = b""
+            if milestone is not None:
+                dedupe = milestone_dedupe(
+                    fields["video_id"], fields["viewer_id"], milestone
+                ).encode()
+            events.append((dedupe, event_json))
 
-        if not items:
-            return JSONResponse(
-                {"error": "no valid event in the request", "rejected": rejected}, status_code=422
-            )
-        return await append_and_answer(request, items, rejected)
+        if not events:
+            refusal = {"error": "no valid event in the request", "rejected": rejected}
+            await send_json(send, 422, refusal)
+            return
+        appender: Appender = scope["state"]["appender"]
+        batch = Batch(received_at, user_agent.encode(), referer.encode(), events)
+        try:
+            appended = await appender.append_batch(batch)
+        except (Backpressure, RedisError, OSError) as exc:
+            status, error, headers = _unavailable(exc, self.settings)
+            await send_json(send, status, error, headers)
+            return
+        accepted = sum(appended)
+        answer = {
+            "accepted": accepted,
+            "duplicates": len(appended) - accepted,
+            "rejected": rejected,
+        }
+        await send_json(send, 202, answer)
+
+
+async def send_json(
+    send: Send, status: int, content: Any, headers: dict[str, str] | None = None
+) -> None:
+    """Send a whole JSON response (an empty body when `content` is None)."""
+    body = b"" if content is None else orjson.dumps(content)
+    raw_headers = [(b"content-length", str(len(body)).encode())]
+    if content is not None:
+        raw_headers.append((b"content-type", b"application/json"))
+    for name, value in (headers or {}).items():
+        raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def append_and_answer(
@@ -147,28 +220,32 @@ async def append_and_answer(
 ) -> Response:
     """Append `items` and answer 202, or 503 when they could not be put in the stream."""
     appender: Appender = request.state.appender
-    settings: Settings = request.state.settings
-    retry = {"Retry-After": str(settings.retry_after_seconds)}
+    return await _answer(request, appender.append(items), rejected)
+
+
+async def _answer(
+    request: Request, appending: Awaitable[list[bool]], rejected: list[dict[str, Any]]
+) -> Response:
     try:
-        appended = await appender.append(items)
-    except Backpressure:
-        return JSONResponse(
-            {"error": "the pipeline is behind; keep the events and retry later"},
-            status_code=503,
-            headers=retry,
-        )
-    except (RedisError, OSError) as exc:
-        log.warning("redis_unavailable", error=str(exc))
-        return JSONResponse(
-            {"error": "the event store is unavailable; keep the events and retry later"},
-            status_code=503,
-            headers=retry,
-        )
+        appended = await appending
+    except (Backpressure, RedisError, OSError) as exc:
+        status, body, headers = _unavailable(exc, request.state.settings)
+        return JSONResponse(body, status_code=status, headers=headers)
     accepted = sum(appended)
     return JSONResponse(
         {"accepted": accepted, "duplicates": len(appended) - accepted, "rejected": rejected},
         status_code=202,
     )
+
+
+def _unavailable(exc: Exception, settings: Settings) -> tuple[int, dict[str, str], dict[str, str]]:
+    """The 503 for events that could not be put in the stream: (status, body, headers)."""
+    retry = {"Retry-After": str(settings.retry_after_seconds)}
+    if isinstance(exc, Backpressure):
+        return 503, {"error": "the pipeline is behind; keep the events and retry later"}, retry
+    log.warning("redis_unavailable", error=str(exc))
+    error = "the event store is unavailable; keep the events and retry later"
+    return 503, {"error": error}, retry
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -222,7 +299,7 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
     from ingest.legacy import legacy_routes  # it builds on this module's helpers
 
     routes = [
-        Route("/v1/events", EventsEndpoint(settings).post, methods=["POST"]),
+        Route("/v1/events", EventsEndpoint(settings), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/tracker.js", tracker_js, methods=["GET"]),
@@ -232,7 +309,7 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
     origins = settings.cors_origin_list
     middleware = [
         Middleware(
-            CORSMiddleware,
+            LeanCORSMiddleware,
             allow_origins=origins,
             allow_methods=["POST", "GET", "OPTIONS"],
             allow_headers=["Content-Type"],
