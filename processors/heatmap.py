@@ -38,14 +38,14 @@ EventKey = tuple[int, uuid.UUID]  # (ts, event_id): UUIDs order like their text
 # leaves existing rows unchanged, but ON CONFLICT DO UPDATE locks them all the same.
 _LOCK_SESSIONS = """
 INSERT INTO heatmap_sessions (video_id, session_id)
-SELECT v, s FROM unnest(%s::text[], %s::text[]) AS u(v, s) ORDER BY v, s
+SELECT v, s FROM unnest(%b::text[], %b::text[]) AS u(v, s) ORDER BY v, s
 ON CONFLICT (video_id, session_id) DO UPDATE SET video_id = excluded.video_id WHERE false
 """
 _LOAD_SESSIONS = """
 SELECT h.video_id, h.session_id, h.coverage, h.position_s, h.position_ts, h.position_event,
        h.duration_s, h.duration_ts, h.duration_event, h.drop_segment
 FROM heatmap_sessions h
-JOIN unnest(%s::text[], %s::text[]) AS u(v, s) ON h.video_id = u.v AND h.session_id = u.s
+JOIN unnest(%b::text[], %b::text[]) AS u(v, s) ON h.video_id = u.v AND h.session_id = u.s
 """
 _SAVE_SESSIONS = """
 UPDATE heatmap_sessions h
@@ -53,8 +53,8 @@ SET coverage = u.coverage::double precision[], position_s = u.position_s,
     position_ts = u.position_ts, position_event = u.position_event,
     duration_s = u.duration_s, duration_ts = u.duration_ts,
     duration_event = u.duration_event, drop_segment = u.drop_segment
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::bigint[], %s::uuid[],
-            %s::float8[], %s::bigint[], %s::uuid[], %s::integer[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::uuid[],
+            %b::float8[], %b::bigint[], %b::uuid[], %b::integer[])
      AS u(video_id, session_id, coverage, position_s, position_ts, position_event,
           duration_s, duration_ts, duration_event, drop_segment)
 WHERE h.video_id = u.video_id AND h.session_id = u.session_id
@@ -62,8 +62,8 @@ WHERE h.video_id = u.video_id AND h.session_id = u.session_id
 _ADD_COUNTERS = """
 INSERT INTO video_heatmap AS t
     (video_id, segment_start, segment_end, views, watch_seconds, drop_offs)
-SELECT * FROM unnest(%s::text[], %s::integer[], %s::integer[], %s::bigint[], %s::float8[],
-                     %s::bigint[]) AS u
+SELECT * FROM unnest(%b::text[], %b::integer[], %b::integer[], %b::bigint[], %b::float8[],
+                     %b::bigint[]) AS u
 ORDER BY 1, 2
 ON CONFLICT (video_id, segment_start) DO UPDATE
 SET views = t.views + excluded.views,

@@ -43,13 +43,13 @@ COUNTERS = (
 
 _ADD_MEMBERS = """
 INSERT INTO metrics_members (video_id, kind, member)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ORDER BY 1, 2, 3
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
 RETURNING video_id, kind
 """
 _ADD_DAILY_MEMBERS = """
 INSERT INTO metrics_daily_members (video_id, day, kind, member)
-SELECT * FROM unnest(%s::text[], %s::date[], %s::text[], %s::text[]) ORDER BY 1, 2, 3, 4
+SELECT * FROM unnest(%b::text[], %b::date[], %b::text[], %b::text[]) ORDER BY 1, 2, 3, 4
 ON CONFLICT DO NOTHING
 RETURNING video_id, day, kind
 """
@@ -63,7 +63,7 @@ def _upsert(table: str, keys: tuple[str, ...], key_types: tuple[str, ...]) -> st
     sets.append("last_event_at = greatest(t.last_event_at, excluded.last_event_at)")
     return (
         f"INSERT INTO {table} AS t ({', '.join(columns)})\n"
-        f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in types)}) AS u\n"
+        f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) AS u\n"
         f"ORDER BY {', '.join(str(i + 1) for i in range(len(keys)))}\n"
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
     )

@@ -90,11 +90,11 @@ _NAMES = [name for name, _ in _COLUMNS]
 
 _LOCK_SESSIONS = """
 INSERT INTO progress_sessions (session_id)
-SELECT s FROM unnest(%s::text[]) AS s ORDER BY 1
+SELECT s FROM unnest(%b::text[]) AS s ORDER BY 1
 ON CONFLICT (session_id) DO UPDATE SET session_id = excluded.session_id WHERE false
 """
 _LOAD_SESSIONS = f"""
-SELECT {", ".join(_NAMES)} FROM progress_sessions WHERE session_id = ANY(%s::text[])
+SELECT {", ".join(_NAMES)} FROM progress_sessions WHERE session_id = ANY(%b::text[])
 """
 _SAVE_SESSIONS = """
 UPDATE progress_sessions p SET {sets}
@@ -105,19 +105,19 @@ WHERE p.session_id = u.session_id
     sets=", ".join(
         f"{n} = u.{n}::float8[]" if t == "float8[]" else f"{n} = u.{n}" for n, t in _COLUMNS[1:]
     ),
-    params=", ".join(f"%s::{'text' if t == 'float8[]' else t}[]" for _, t in _COLUMNS),
+    params=", ".join(f"%b::{'text' if t == 'float8[]' else t}[]" for _, t in _COLUMNS),
     names=", ".join(_NAMES),
 )
 _SAVE_PLAYED = """
 INSERT INTO progress_played (session_id, ts, ranges)
-SELECT s, t, r::float8[] FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS u(s, t, r)
+SELECT s, t, r::float8[] FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS u(s, t, r)
 """
 _LOAD_PLAYED = """
-SELECT session_id, ts, ranges FROM progress_played WHERE session_id = ANY(%s::text[])
+SELECT session_id, ts, ranges FROM progress_played WHERE session_id = ANY(%b::text[])
 """
 _LOCK_PAIRS = """
 INSERT INTO video_watch_progress (viewer_id, video_id)
-SELECT v, w FROM unnest(%s::text[], %s::text[]) AS u(v, w) ORDER BY 1, 2
+SELECT v, w FROM unnest(%b::text[], %b::text[]) AS u(v, w) ORDER BY 1, 2
 ON CONFLICT (viewer_id, video_id) DO UPDATE SET viewer_id = excluded.viewer_id WHERE false
 """
 _AGGREGATE_PAIRS = """
@@ -135,7 +135,7 @@ SELECT viewer_id, video_id,
        (array_agg(lesson_id ORDER BY lesson_ts DESC, lesson_event DESC)
             FILTER (WHERE lesson_ts IS NOT NULL))[1]
 FROM progress_sessions
-WHERE (viewer_id, video_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+WHERE (viewer_id, video_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
 GROUP BY viewer_id, video_id
 """
 _SAVE_PAIRS = """
@@ -144,15 +144,15 @@ SET position_s = u.position_s, duration_s = u.duration_s, progress_pct = u.progr
     completed = u.completed, completed_at = u.completed_at,
     first_watched_at = u.first_watched_at, last_watched_at = u.last_watched_at,
     course_id = u.course_id, lesson_id = u.lesson_id
-FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::numeric[], %s::boolean[],
-            %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::float8[], %b::float8[], %b::numeric[], %b::boolean[],
+            %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[])
      AS u(viewer_id, video_id, position_s, duration_s, progress_pct, completed, completed_at,
           first_watched_at, last_watched_at, course_id, lesson_id)
 WHERE p.viewer_id = u.viewer_id AND p.video_id = u.video_id
 """
 _DELETE_PAIRS = """
 DELETE FROM video_watch_progress
-WHERE (viewer_id, video_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+WHERE (viewer_id, video_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
 """
 
 
