@@ -31,6 +31,11 @@ from processors.intervals import Range
 from vidpulse.events import Event
 from vidpulse.settings import Settings
 
+# Media past this point is not mapped to segments: the contract bounds no duration,
+# and one beacon claiming a year-long video must not make a batch walk millions of
+# segments. Two days covers any real recording.
+MAX_MEDIA_SECONDS = 2 * 24 * 3600
+
 SessionKey = tuple[str, str]  # (video_id, session_id)
 EventKey = tuple[int, uuid.UUID]  # (ts, event_id): UUIDs order like their text
 
@@ -96,14 +101,13 @@ def drop_segment(position: float | None, duration: float | None, size: int) -> i
     """The segment a session with this latest position and duration drops off in.
 
     min(⌊p/S⌋, ⌈d/S⌉ - 1): a position at (or, by the player's rounding, past) the end
-    belongs to the last segment. Without a known duration, ⌊p/S⌋.
+    belongs to the last segment. Without a known duration, ⌊p/S⌋. Both are capped at
+    MAX_MEDIA_SECONDS.
     """
     if position is None:
         return None
-    segment = math.floor(position / size)
-    if duration is not None:
-        segment = min(segment, math.ceil(duration / size) - 1)
-    return segment
+    end = MAX_MEDIA_SECONDS if duration is None else min(duration, MAX_MEDIA_SECONDS)
+    return min(math.floor(min(position, MAX_MEDIA_SECONDS) / size), math.ceil(end / size) - 1)
 
 
 class Counters:
@@ -153,7 +157,8 @@ def fold_session(
     video_id = key[0]
     new_ranges: list[Range] = []
     for event in events:
-        ranges = intervals.played(event.played, event.duration_s)
+        d = event.duration_s
+        ranges = intervals.played(event.played, None if d is None else min(d, MAX_MEDIA_SECONDS))
         for k, seconds in intervals.segment_seconds(ranges, size).items():
             counters.seconds[(video_id, k)] += seconds
         new_ranges.extend(ranges)

@@ -160,7 +160,10 @@ def percent(part: float, whole: float | None) -> Decimal | None:
     """100·part/whole, at most 100, rounded half up to 2 decimals; None without a whole."""
     if whole is None:
         return None
-    return min(_HUNDRED, Decimal(100 * part / whole).quantize(_CENT, ROUND_HALF_UP))
+    ratio = 100 * part / whole
+    if ratio >= 100:  # also when a tiny duration makes it overflow to infinity
+        return _HUNDRED
+    return Decimal(ratio).quantize(_CENT, ROUND_HALF_UP)
 
 
 def reached(coverage: Sequence[Range], duration: float | None, threshold: float) -> bool:

@@ -69,7 +69,9 @@ def inside(ranges: Ranges, lo: float, hi: float) -> float:
 def percent(part: float, whole: float | None) -> Decimal | None:
     if whole is None:
         return None
-    return min(Decimal(100), Decimal(100 * part / whole).quantize(Decimal("0.01"), ROUND_HALF_UP))
+    if 100 * part / whole >= 100:
+        return Decimal(100)
+    return Decimal(100 * part / whole).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
 def completed_by(events: list[dict[str, Any]], duration: float | None, threshold: float) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 from starlette.testclient import TestClient
 
+from processors.heatmap import MAX_MEDIA_SECONDS
 from tests.factories import make_event, run_burst
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
@@ -101,3 +102,21 @@ def test_a_redelivered_batch_changes_nothing(
     send(ingest, *events)
     run_burst(settings, "heatmap")
     assert heatmap(db) == before == {0: (1, 10.0, 0), 10: (1, 10.0, 0), 20: (0, 0.0, 1)}
+
+
+def test_an_absurd_duration_is_mapped_only_up_to_the_cap(
+    ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
+) -> None:
+    """A beacon claiming a trillion-second video fills segments only up to MAX_MEDIA_SECONDS."""
+    send(ingest, progress("a", T0, [[0, 1e12]], 1e12, duration_s=1e12))
+    run_burst(settings, "heatmap")
+    count, last, seconds, drops = db.execute(
+        "SELECT count(*), max(segment_start), sum(watch_seconds), sum(drop_offs) FROM video_heatmap"
+    ).fetchone() or (None, None, None, None)
+    size = settings.segment_seconds
+    assert (count, last, seconds) == (
+        MAX_MEDIA_SECONDS // size,
+        MAX_MEDIA_SECONDS - size,
+        MAX_MEDIA_SECONDS,
+    )
+    assert drops == 1

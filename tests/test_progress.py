@@ -168,6 +168,16 @@ def test_session_keeps_the_first_request_headers(
     assert (row["course_id"], row["lesson_id"]) == ("c-1", "l-1")
 
 
+def test_a_tiny_duration_gives_100_percent_not_an_error(
+    ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
+) -> None:
+    """position / duration overflowing to infinity is capped at 100, like any ratio above it."""
+    send(ingest, make_event("pause", session_id="s", ts=T0, position_s=1.0, duration_s=5e-324))
+    run_burst(settings, "progress")
+    row = resume(db)
+    assert (row["progress_pct"], session(db, "s")["completion_pct"]) == (Decimal(100), Decimal(0))
+
+
 @pytest.mark.parametrize(
     ("user_agent", "expected"),
     [
