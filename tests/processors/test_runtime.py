@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.testclient import TestClient
 
 from processors.registry import PROCESSORS
-from processors.runtime import Consumer
+from processors.runtime import Consumer, Stopped
 from processors.streams import ensure_groups
 from tests.commands import run_vidpulse, settings_env, start_vidpulse
 from tests.factories import make_event, run_burst
@@ -378,6 +378,38 @@ def test_client_retries_of_one_event_add_nothing(
     assert payload[0]["user_agent"] == "testclient"
 
 
+def test_batch_committed_but_never_acked_is_not_applied_again(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    redis_proxy: TcpProxy,
+) -> None:
+    """Redis lost between commit and XACK: the batch stays pending; redelivered, it adds nothing."""
+    settings = make_settings(redis_url=redis_proxy.url)
+    ensure_groups(redis_client, settings.stream)
+    events = [make_event("play") for _ in range(20)]
+    ids = append_raw(redis_client, settings.stream, events)
+    stop = threading.Event()
+    consumer = Consumer(PROCESSORS["raw"], settings, consumer="c", stop=stop)
+    try:
+        batch = consumer.stream.read_new(100, 10)
+        redis_proxy.cut()
+        threading.Timer(1.0, stop.set).start()  # give up on the ack after a while
+        with pytest.raises(Stopped):
+            consumer.process(batch)
+    finally:
+        if consumer.conn is not None:
+            consumer.conn.close()
+        consumer.redis.close()
+    assert_exactly_once(db, events)
+    assert pending_ids(redis_client, settings) == ids
+
+    redis_proxy.start()
+    run_burst(settings, "raw", consumer="c")
+    assert_exactly_once(db, events)
+    assert pending_ids(redis_client, settings) == []
+
+
 # -- poison entries and dead letters ---------------------------------------------------
 
 
@@ -618,6 +650,75 @@ def test_sigterm_stops_a_busy_processor_with_exit_0_and_no_partial_commit(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert_exactly_once(db, events)
+
+
+def test_sigterm_while_postgresql_refuses_connections_exits_0_keeping_the_batch(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM to a processor waiting for PostgreSQL: exit 0, its batch left pending, unlost."""
+    settings = make_settings()
+    first = [make_event("play") for _ in range(10)]
+    append_raw(redis_client, settings.stream, first)
+    env = settings_env(settings)
+    with (tmp_path / "waiting.log").open("w") as log:
+        proc = start_vidpulse("process", "raw", "--consumer", "waiting", env=env, log=log)
+        try:
+            wait_for(lambda: count(db, "video_events") == 10, "the first events to land")
+            later = [make_event("pause") for _ in range(40)]
+            with database_refusing_connections(settings.database_url, keep=db):
+                append_raw(redis_client, settings.stream, later)
+                wait_for(lambda: bool(pending_ids(redis_client, settings)), "a read batch")
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=60)
+                assert count(db, "video_events") == 10
+                info = group_info(redis_client, settings)
+                assert info["pending"] > 0
+                assert info["pending"] + info["lag"] == 40, "acked without a commit"
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert code == 0, (tmp_path / "waiting.log").read_text()[-3000:]
+
+    result = run_vidpulse("process", "raw", "--consumer", "waiting", "--burst", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_exactly_once(db, first + later)
+
+
+def test_sigterm_while_redis_is_away_exits_0_and_nothing_is_applied_twice(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    redis_proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    """Redis cut mid-backlog (commits may lack their ack), then SIGTERM: exit 0; rerun: once."""
+    settings = make_settings(batch_size=200, redis_url=redis_proxy.url, log_level="warning")
+    events = backlog(10_000)
+    append_raw(redis_client, settings.stream, events)
+    with (tmp_path / "cut-off.log").open("w") as log:
+        proc = start_vidpulse(
+            "process", "raw", "--consumer", "cut-off", env=settings_env(settings), log=log
+        )
+        try:
+            wait_for(lambda: mid_batch(db, 1000), "the processor to be mid-batch")
+            redis_proxy.cut()
+            time.sleep(0.5)  # the processor meets the outage
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert code == 0, (tmp_path / "cut-off.log").read_text()[-3000:]
+    assert count(db, "video_events") < len(events)
+
+    direct = settings_env(make_settings(batch_size=2000))
+    result = run_vidpulse("process", "raw", "--consumer", "cut-off", "--burst", env=direct)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_exactly_once(db, events)
+    assert pending_ids(redis_client, settings) == []
 
 
 def test_burst_exits_0_once_nothing_is_new_or_pending(
