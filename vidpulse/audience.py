@@ -100,12 +100,15 @@ def generate_audience(
     now_ms: int,
     completion_threshold: float = 0.9,
     resume_share: float = 0.15,
+    span_ms: int | None = None,
 ) -> list[Session]:
     """`sessions` sessions of `viewers` viewers on `videos` videos, ending before `now_ms`.
 
-    Popular videos and heavy viewers get more sessions (Zipf-like). Sessions start in
-    the three days before `now_ms`; a share `resume_share` of them continue an earlier
-    session of the same viewer and video.
+    Popular videos and heavy viewers get more sessions (Zipf-like). Sessions start
+    between three days and six hours before `now_ms`, or, with `span_ms`, within the
+    last `span_ms` (a short span gives many sessions at once, like live traffic); a
+    share `resume_share` of them continue an earlier session of the same viewer and
+    video. Each call draws its own catalogue (video durations) from `rng`.
     """
     if videos < 1 or viewers < 1 or sessions < 0:
         raise ValueError("videos and viewers must be positive, sessions not negative")
@@ -120,7 +123,10 @@ def generate_audience(
         viewer = min(bisect.bisect_left(viewer_cum, rng.random() * viewer_cum[-1]), viewers - 1)
         video_index = min(bisect.bisect_left(video_cum, rng.random() * video_cum[-1]), videos - 1)
         start_pos = 0.0
-        start_ms = now_ms - rng.randint(6 * _HOUR_MS, 3 * _DAY_MS)
+        if span_ms is None:
+            start_ms = now_ms - rng.randint(6 * _HOUR_MS, 3 * _DAY_MS)
+        else:
+            start_ms = now_ms - rng.randint(0, span_ms)
         if pairs and rng.random() < resume_share:
             # The viewer comes back to a video later and resumes where they stopped.
             viewer, video_index = rng.choice(pairs)
@@ -159,6 +165,7 @@ def generate_sessions(
     sessions: int,
     now_ms: int,
     completion_threshold: float = 0.9,
+    span_ms: int | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Like `generate_audience`, only the events: one list per session, in client order."""
     return [
@@ -170,6 +177,7 @@ def generate_sessions(
             sessions=sessions,
             now_ms=now_ms,
             completion_threshold=completion_threshold,
+            span_ms=span_ms,
         )
     ]
 
