@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 import redis
@@ -139,6 +139,41 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from vidpulse.simulate import main_progress, simulate
+
+    print(
+        f"simulating tracker traffic: {args.rate:g} events/s for {args.duration:g}s to {args.url}",
+        flush=True,
+    )
+    report = simulate(
+        args.url,
+        rate=args.rate,
+        duration=args.duration,
+        seed=args.seed,
+        videos=args.videos,
+        viewers=args.viewers,
+        window_ms=args.batch_window_ms,
+        max_batch=args.max_batch,
+        connections=args.connections,
+        progress=None if args.json else main_progress,
+    )
+    print(json.dumps(report.as_dict()) if args.json else report.summary(), flush=True)
+    if report.errors and not report.accepted:
+        raise CommandError(f"nothing was accepted by {args.url}: {report.first_error}")
+    return 0
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidpulse", description="Video-engagement analytics pipeline."
@@ -174,6 +209,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="replay only this group's dead letters")
     p.add_argument("--count", type=int, default=100, help="how many to list")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser(
+        "simulate", help="send realistic tracker traffic at a steady event rate to an ingest"
+    )
+    p.add_argument("--rate", type=_positive(float), default=100.0, help="events per second")
+    p.add_argument("--duration", type=_positive(float), default=30.0, help="seconds to send for")
+    p.add_argument("--url", default="http://127.0.0.1:8000/v1/events", help="the events URL")
+    p.add_argument("--seed", type=int, help="audience seed (default: random; printed)")
+    p.add_argument("--videos", type=_positive(int), default=200, help="catalogue size")
+    p.add_argument("--viewers", type=_positive(int), default=2000, help="audience size")
+    p.add_argument(
+        "--batch-window-ms",
+        type=_positive(int),
+        default=1500,
+        help="a beacon carries a session's events within this client time (tracker: 1500)",
+    )
+    p.add_argument(
+        "--max-batch", type=_positive(int), default=500, help="most events in one request"
+    )
+    p.add_argument("--connections", type=_positive(int), default=32, help="concurrent requests")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of vidpulse: `make bench` runs `python -m bench`."""

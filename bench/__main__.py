@@ -1,0 +1,154 @@
+"""`python -m bench` (`make bench`): every figure beside its yardstick, in one table.
+
+Runs against the Redis and PostgreSQL of REDIS_URL / DATABASE_URL (the Makefile makes
+them reachable), in a dedicated database (`vidpulse_bench`) and key prefix
+(`vpbench:<run>:`), both removed at the end. `--quick` shortens every measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from bench import drain, e2e, ingest
+from bench.env import BenchEnv
+from bench.report import Row, chart, machine, markdown, service_versions, table, write_json
+
+PARTS = ("ingest", "processors", "e2e")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about 3 minutes)")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated parts to run: {', '.join(PARTS)}"
+    )
+    return parser.parse_args(argv)
+
+
+def rows_of(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    if "ingest" in results:
+        single = results["ingest"]["single"]
+        rows.append(
+            Row(
+                figure="ingest, 1 event/request (1 worker)",
+                value=single["ingest"]["rps"],
+                unit="req/s",
+                baseline_name="bare Starlette 202",
+                baseline=single["bare"]["rps"],
+                ratio=single["ratio"],
+                target=">= 0.80",
+                passed=single["ratio"] >= 0.80,
+            )
+        )
+        batched = results["ingest"]["batched"]
+        rows.append(
+            Row(
+                figure=f"ingest, 100 events/request ({batched['workers']} workers)",
+                value=batched["ingest"]["events_per_s"],
+                unit="events/s",
+                baseline_name="redis-benchmark XADD -P 100",
+                baseline=batched["redis_benchmark"]["ops_per_s"],
+                ratio=batched["ratio"],
+                target=">= 0.40",
+                passed=batched["ratio"] >= 0.40,
+            )
+        )
+    if "processors" in results:
+        proc = results["processors"]
+        base = proc["baseline"]["events_per_s"]
+        for name, r in proc["processors"].items():
+            rows.append(
+                Row(
+                    figure=f"processor {name}: drain {proc['backlog']:,} events",
+                    value=r["events_per_s"],
+                    unit="events/s",
+                    baseline_name="seed worker",
+                    baseline=base,
+                    ratio=r["ratio"],
+                    target=">= 20x",
+                    passed=r["ratio"] >= 20,
+                )
+            )
+    if "e2e" in results:
+        run = results["e2e"]
+        worst = run["worst_group"]
+        sent = run["simulate"].get("achieved_rate", 0.0)
+        lag = run["worst_lag_p99_s"] or 0.0
+        rows.append(
+            Row(
+                figure=f"end to end {run['rate']:,.0f} ev/s x {run['duration_s']:.0f}s: p99 lag",
+                value=lag,
+                unit="s",
+                value_text=f"{lag:.2f} s ({worst})",
+                baseline_name="offered",
+                baseline=sent,
+                baseline_text=f"{sent:,.0f} ev/s sent",
+                target=f"< {run['lag_target_s']:g} s",
+                passed=lag < run["lag_target_s"] and sent >= 0.95 * run["rate"],
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        print(f"bench: unknown part(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    env = BenchEnv.from_environ()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results: dict[str, Any] = {"started": stamp, "quick": args.quick, "machine": machine()}
+    if args.quick:
+        icfg = ingest.IngestConfig(
+            duration_s=5, warmup_s=1, rounds=2, redis_benchmark_requests=300_000
+        )
+        dcfg = drain.DrainConfig(backlog=100_000, baseline_max_seconds=8)
+        ecfg = e2e.E2EConfig(duration_s=20)
+    else:
+        icfg = ingest.IngestConfig()
+        dcfg = drain.DrainConfig()
+        ecfg = e2e.E2EConfig()
+    print(f"vidpulse bench ({'quick' if args.quick else 'full'}): {', '.join(parts)}", flush=True)
+    env.prepare()
+    try:
+        client = env.redis()
+        with env.connect() as conn:
+            results["versions"] = service_versions(client, conn)
+        client.close()
+        results["environment"] = env.describe()
+        if "ingest" in parts:
+            print("- ingest: bare endpoint vs POST /v1/events, then redis-benchmark", flush=True)
+            results["ingest"] = ingest.run(env, icfg)
+        if "processors" in parts:
+            print(
+                f"- processors: seed worker, then each of them on {dcfg.backlog:,} events",
+                flush=True,
+            )
+            results["processors"] = drain.run(env, dcfg)
+        if "e2e" in parts:
+            print(f"- end to end: {ecfg.rate:,.0f} events/s for {ecfg.duration_s:.0f}s", flush=True)
+            results["e2e"] = e2e.run(env, ecfg)
+    finally:
+        env.cleanup()
+    results["machine"]["load_average_end"] = machine()["load_average"]
+    rows = rows_of(results)
+    results["table"] = [r.cells() for r in rows]
+    results["table_markdown"] = markdown(rows)
+    path = write_json(results, stamp)
+    png = chart(results["e2e"], stamp) if "e2e" in results else None
+    print()
+    print(table(rows))
+    print()
+    print(f"results: {path}" + (f"\nchart:   {png}" if png else ""))
+    # Misses are in the table; the exit code says only whether the bench itself ran.
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

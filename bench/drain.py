@@ -1,0 +1,133 @@
+"""Processor throughput: each registered processor drains the same 100,000-event backlog,
+next to the seed's one-event-at-a-time worker consuming the same stream.
+
+The drain rate of a processor is timed from its first read to its last ack, sampled
+from its consumer group (XINFO GROUPS every 20 ms); the process start-up around it is
+reported too but left out of the rate, as it is for the seed worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from bench import baseline, traffic
+from bench.env import BenchEnv
+from processors.registry import PROCESSORS
+from processors.streams import ensure_groups
+
+
+@dataclass(frozen=True)
+class DrainConfig:
+    backlog: int = 100_000
+    baseline_max_events: int = 100_000
+    baseline_max_seconds: float = 20.0
+    timeout_s: float = 300.0
+
+
+def fill_backlog(env: BenchEnv, stream: str, count: int, *, seed: int) -> int:
+    """XADD `count` tracker-like events, fields exactly as the ingest writes them."""
+    items = traffic.audience_events(count, seed=seed)
+    client = env.redis()
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i, fields in enumerate(traffic.stream_entries(items), 1):
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            if i % 2000 == 0:
+                pipe.execute()
+        pipe.execute()
+        return int(client.xlen(stream))
+    finally:
+        client.close()
+
+
+def _group(client: redis.Redis, stream: str, name: str) -> dict[str, Any]:
+    for g in client.xinfo_groups(stream):
+        gname = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        if gname == name:
+            return dict(g)
+    return {}
+
+
+def drain_one(
+    env: BenchEnv, stream: str, name: str, total: int, timeout_s: float
+) -> dict[str, Any]:
+    """Run `vidpulse process NAME --burst` on the backlog; time it from its group's progress."""
+    settings = env.settings(stream)
+    client = env.redis()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidpulse", "process", name, "--burst", "--consumer", "bench"],
+        env=env.environ(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    first_read: float | None = None
+    all_acked: float | None = None
+    try:
+        while proc.poll() is None and time.monotonic() - started < timeout_s:
+            g = _group(client, stream, name)
+            read = int(g.get("entries-read") or 0)
+            pending = int(g.get("pending") or 0)
+            now = time.monotonic()
+            if read and first_read is None:
+                first_read = now
+            if read >= total and pending == 0 and all_acked is None:
+                all_acked = now
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+            raise RuntimeError(f"processor {name} did not drain {total} events in {timeout_s}s")
+        wall = time.monotonic() - started
+        g = _group(client, stream, name)
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.returncode != 0:
+            raise RuntimeError(f"processor {name} exited {proc.returncode}: {stderr[-800:]}")
+        if all_acked is None:
+            all_acked = time.monotonic()
+        first = first_read if first_read is not None else started
+        span = max(all_acked - first, 1e-6)
+        with env.connect() as conn:
+            applied = conn.execute(f'SELECT count(*) FROM "{name}_applied"').fetchone()
+        return {
+            "events": total,
+            "drain_s": round(span, 3),
+            "events_per_s": round(total / span, 1),
+            "wall_s_with_startup": round(wall, 3),
+            "entries_read": int(g.get("entries-read") or 0),
+            "pending_after": int(g.get("pending") or 0),
+            "ledger_rows": int(applied[0]) if applied else 0,
+        }
+    finally:
+        client.close()
+
+
+def run(env: BenchEnv, cfg: DrainConfig) -> dict[str, Any]:
+    stream = env.stream("drain")
+    client = env.redis()
+    try:
+        ensure_groups(client, stream)
+    finally:
+        client.close()
+    filled = fill_backlog(env, stream, cfg.backlog, seed=21)
+    out: dict[str, Any] = {"backlog": filled, "processors": {}}
+    seed = baseline.run_seed_worker(
+        env.redis_url,
+        env.database_url,
+        stream,
+        max_events=cfg.baseline_max_events,
+        max_seconds=cfg.baseline_max_seconds,
+    )
+    out["baseline"] = seed.as_dict()
+    for name in PROCESSORS:
+        env.truncate_all()
+        result = drain_one(env, stream, name, filled, cfg.timeout_s)
+        result["ratio"] = result["events_per_s"] / seed.events_per_s if seed.events_per_s else 0
+        out["processors"][name] = result
+    env.delete_keys([stream])
+    return out
