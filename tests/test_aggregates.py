@@ -7,6 +7,7 @@ computed by tests/reference.py from the distinct events that reached the stream.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -14,26 +15,33 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
+import hypothesis
 import orjson
 import psycopg
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
+from processors import ledger
+from processors.base import Entry
+from processors.registry import PROCESSORS
 from tests import reference
 from tests.factories import run_burst
 from tests.reference import Arrival
-from vidpulse.audience import Session, flatten, generate_audience
-from vidpulse.events import now_ms
+from vidpulse.audience import USER_AGENTS, Session, flatten, generate_audience
+from vidpulse.events import EVENT_TYPES, now_ms, parse_event
 from vidpulse.settings import Settings
 
 AGGREGATORS = ("heatmap", "progress", "metrics")
@@ -442,3 +450,116 @@ def test_concurrent_replicas_stay_exact(
         compare_processor(cmp, name, db, arrivals, settings)
     assert all(n > 0 for counts in batches.values() for n in counts)
     cmp.report("two replicas per processor")
+
+
+# -- adversarial sessions, applied directly in random batches -----------------------
+
+# Each session belongs to one (video, viewer); s1 and s2 are two sessions of one pair.
+SESSIONS = {"s1": ("v1", "u1"), "s2": ("v1", "u1"), "s3": ("v1", "u2"), "s4": ("v2", "u1")}
+UAS = [None, USER_AGENTS[0], USER_AGENTS[3], USER_AGENTS[7]]
+REFERERS = [None, "https://a.example/", "https://b.example/"]
+_ME_TABLES = (
+    "heatmap_applied, heatmap_sessions, video_heatmap, progress_applied, progress_sessions,"
+    " progress_played, video_watch_progress, metrics_applied, metrics_members,"
+    " metrics_daily_members, video_metrics, video_metrics_daily"
+)
+
+
+@st.composite
+def adversarial_event(draw: st.DrawFn, base_ms: int) -> Arrival:
+    """A valid event with colliding ts, changing durations, positions past the end, etc."""
+    kind = draw(st.sampled_from(EVENT_TYPES))
+    session = draw(st.sampled_from(sorted(SESSIONS)))
+    video, viewer = SESSIONS[session]
+    event: dict[str, Any] = {
+        "event_id": str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)), version=4)),
+        "type": kind,
+        "ts": base_ms + draw(st.integers(0, 12)) * 1000 + draw(st.sampled_from([0, 0, 0, 999])),
+        "video_id": video,
+        "session_id": session,
+        "viewer_id": viewer,
+    }
+    duration = draw(st.sampled_from([20.0, 33.5, 40.0]))
+    grid = st.integers(0, int(duration + 1) * 2).map(lambda n: n / 2)
+    carries_played = kind in ("progress", "pause", "seek", "complete", "session_end")
+    wants_duration = kind in ("session_start", "progress", "complete", "session_end")
+    if carries_played and draw(st.booleans()):
+        ranges = []
+        for a, b in draw(st.lists(st.tuples(grid, grid), max_size=3)):
+            if a != b:
+                ranges.append([min(a, b), min(max(a, b), duration + 1)])
+        event["played"] = [r for r in ranges if r[0] < r[1]]
+        wants_duration = True
+    if wants_duration or draw(st.booleans()):
+        event["duration_s"] = duration
+    if kind != "milestone" or draw(st.booleans()):
+        event["position_s"] = min(draw(grid), duration + 1)
+    if kind == "milestone":
+        event["milestone"] = draw(st.sampled_from([25, 50, 75, 90]))
+    elif kind == "seek":
+        event["from_s"], event["to_s"] = draw(grid), draw(grid)
+    elif kind == "rate_change":
+        event["rate"] = 1.5
+    elif kind == "quality_change":
+        event["quality"] = "720p"
+    if draw(st.booleans()):
+        event["course_id"] = draw(st.sampled_from(["c1", "c2"]))
+    if draw(st.booleans()):
+        event["lesson_id"] = draw(st.sampled_from(["l1", "l2"]))
+    if draw(st.integers(0, 9)) == 0:
+        event["is_preview"] = True
+    parse_event(event)  # the strategy only makes valid events
+    return Arrival(event, draw(st.sampled_from(UAS)), draw(st.sampled_from(REFERERS)))
+
+
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_adversarial_sessions_in_random_batches_match_the_model(
+    make_settings: Callable[..., Settings], db: psycopg.Connection[Any], data: st.DataObject
+) -> None:
+    """Ties in ts, changing durations, overshooting positions and retries split over random
+    batches in random order: every table still equals the model."""
+    settings = make_settings(
+        segment_seconds=data.draw(st.sampled_from([5, 10])),
+        completion_threshold=data.draw(st.sampled_from([0.5, 0.9])),
+    )
+    db.execute(f"TRUNCATE {_ME_TABLES}")
+    base_ms = now_ms() - 86_400_000
+    arrivals = data.draw(
+        st.lists(
+            adversarial_event(base_ms),
+            min_size=1,
+            max_size=40,
+            unique_by=lambda a: str(a.event["event_id"]),
+        )
+    )
+    sent = arrivals + data.draw(st.lists(st.sampled_from(arrivals), max_size=10))
+    sent = data.draw(st.permutations(sent))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(sent) - 1)), max_size=8)))
+    batches = [sent[a:b] for a, b in itertools.pairwise([0, *cuts, len(sent)]) if sent[a:b]]
+    for name in AGGREGATORS:
+        processor = PROCESSORS[name]
+        for batch in batches:
+            entries = [
+                Entry(
+                    stream_id="0-1",
+                    event=parse_event(a.event),
+                    received_at=datetime.now(UTC),
+                    user_agent=a.user_agent,
+                    referer=a.referer,
+                )
+                for a in batch
+            ]
+            with db.transaction():
+                fresh = ledger.claim_fresh(db, processor.ledger_table, entries)
+                if fresh:
+                    processor.apply(db, fresh, settings)
+    distinct = list({a.event["event_id"]: a for a in arrivals}.values())
+    cmp = Comparison()
+    for name in AGGREGATORS:
+        compare_processor(cmp, name, db, distinct, settings)
+    assert not cmp.mismatches, cmp.mismatches[:10]
