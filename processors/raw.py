@@ -98,7 +98,20 @@ def _dumps(obj: Any) -> str:
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Write the batch's events with one COPY (new partitions created first)."""
     rows = [row(entry) for entry in entries]
-    ensure_partitions(conn, {month_start(r[5]) for r in rows})
+    months = {month_start(r[5]) for r in rows}
+    ensure_partitions(conn, months)
+    try:
+        with conn.transaction():
+            _write(conn, rows)
+    except psycopg.errors.CheckViolation:
+        # "No partition for row": a remembered partition is gone (an old month dropped
+        # for retention, or a rolled-back creation). Forget, recreate, write again.
+        _known_partitions.difference_update(partition_name(m) for m in months)
+        ensure_partitions(conn, months)
+        _write(conn, rows)
+
+
+def _write(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
     try:
         with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
             for r in rows:

@@ -35,7 +35,15 @@ from vidpulse.settings import Settings
 
 log = structlog.get_logger("vidpulse.processor")
 
-_DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+# Besides lost connections: errors that say the database as a whole cannot take the
+# batch now (a read-only node after a failover, a schema not migrated yet). They are
+# outages to wait out, not poison: blaming each entry would dead-letter the stream.
+_DB_DOWN = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.UndefinedTable,
+)
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _UPKEEP_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0

@@ -31,6 +31,7 @@ from processors.runtime import Consumer, Stopped
 from processors.streams import ensure_groups
 from tests.commands import run_vidpulse, settings_env, start_vidpulse
 from tests.factories import make_event, run_burst
+from vidpulse.database import migrate
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 
@@ -588,6 +589,89 @@ def test_postgresql_refusing_connections_delays_but_loses_nothing(
     wait_for(lambda: count(db, "video_events") == 210, "the held events to land", timeout=90)
     wait_for(lambda: not pending_ids(redis_client, settings), "the acks")
     assert_exactly_once(db, first + later)
+
+
+@contextlib.contextmanager
+def database_read_only(database_url: str, keep: psycopg.Connection[Any]) -> Iterator[None]:
+    """New sessions of the database are read-only (as on a standby after a failover)."""
+    name = str(conninfo_to_dict(database_url)["dbname"])
+    admin_url = make_conninfo(database_url, dbname="postgres")
+    terminate = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s"
+    )
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        ident = sql.Identifier(name)
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(ident)
+        )
+        try:
+            admin.execute(terminate, (name, keep.info.backend_pid))
+            yield
+        finally:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(ident)
+            )
+            admin.execute(terminate, (name, keep.info.backend_pid))
+
+
+def test_read_only_database_delays_but_dead_letters_nothing(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    start_consumer: Callable[[Settings, str], threading.Thread],
+) -> None:
+    """A database refusing writes (a failover) is an outage, not a poison: events wait, land."""
+    settings = make_settings(max_deliveries=2, claim_idle_ms=100)
+    first = [make_event("play") for _ in range(10)]
+    append_raw(redis_client, settings.stream, first)
+    start_consumer(settings, "failover")
+    wait_for(lambda: count(db, "video_events") == 10, "the first events to land")
+
+    later = [make_event("pause") for _ in range(30)]
+    with database_read_only(settings.database_url, keep=db):
+        append_raw(redis_client, settings.stream, later)
+        wait_for(lambda: bool(pending_ids(redis_client, settings)), "the consumer to read")
+        time.sleep(1.0)  # many times claim_idle_ms: a poison would be dead-lettered by now
+        assert dead_letters(redis_client, settings) == []
+        assert count(db, "video_events") == 10
+
+    wait_for(lambda: count(db, "video_events") == 40, "the held events to land", timeout=90)
+    assert_exactly_once(db, first + later)
+    assert dead_letters(redis_client, settings) == []
+
+
+def test_processor_started_before_migrate_waits_for_the_schema(
+    service_urls: tuple[str, str],
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    start_consumer: Callable[[Settings, str], threading.Thread],
+) -> None:
+    """Against a database without the schema, events wait (none dead-lettered) until migrate."""
+    name = f"vidpulse_nomigrate_{uuid.uuid4().hex[:10]}"
+    url = make_conninfo(service_urls[1], dbname=name)
+    admin_url = make_conninfo(service_urls[1], dbname="postgres")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        settings = make_settings(database_url=url, max_deliveries=2, claim_idle_ms=100)
+        ensure_groups(redis_client, settings.stream)
+        events = [make_event("play") for _ in range(10)]
+        append_raw(redis_client, settings.stream, events)
+        start_consumer(settings, "early")
+        wait_for(lambda: bool(pending_ids(redis_client, settings)), "the consumer to read")
+        time.sleep(1.0)  # many times claim_idle_ms: a poison would be dead-lettered by now
+        assert dead_letters(redis_client, settings) == []
+
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as db:
+            wait_for(lambda: count(db, "video_events") == 10, "the events to land")
+            assert_exactly_once(db, events)
+        assert dead_letters(redis_client, settings) == []
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def test_redis_going_away_delays_but_loses_nothing(
