@@ -2,12 +2,14 @@
 
 Runs against the Redis and PostgreSQL of REDIS_URL / DATABASE_URL (the Makefile makes
 them reachable), in a dedicated database (`vidpulse_bench`) and key prefix
-(`vpbench:<run>:`), both removed at the end. `--quick` shortens every measurement.
+(`vpbench:<run>:`), both removed at the end. `--quick` (or BENCH_QUICK=1, as in
+`BENCH_QUICK=1 make bench`) shortens every measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -96,6 +98,7 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
