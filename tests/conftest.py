@@ -120,8 +120,11 @@ def make_settings(
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(_TRUNCATE)
 
+    # Every field given explicitly, so no VIDPULSE_* variable of the shell leaks in.
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+
     def factory(**overrides: Any) -> Settings:
-        return Settings(**{**base, **overrides})
+        return Settings(**{**defaults, **base, **overrides})
 
     yield factory
     client = redis.Redis.from_url(service_urls[0])
