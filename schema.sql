@@ -493,3 +493,7 @@ COMMENT ON COLUMN popular_videos.completions IS 'Distinct sessions with a comple
 COMMENT ON COLUMN popular_videos.unique_completers IS 'Distinct viewers with a complete event.';
 COMMENT ON COLUMN popular_videos.watch_seconds IS 'Seconds played, rewatches included.';
 COMMENT ON COLUMN popular_videos.last_event_at IS 'Greatest ts of the video''s events.';
+
+-- Upkeep: the processors purge working state older than the ledger retention by these.
+CREATE INDEX IF NOT EXISTS progress_played_ts_idx ON progress_played USING brin (ts);
+CREATE INDEX IF NOT EXISTS metrics_daily_members_day_idx ON metrics_daily_members USING brin (day);

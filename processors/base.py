@@ -25,6 +25,7 @@ class Entry:
 
 
 ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]
+Purge = Callable[[psycopg.Connection[Any], Settings], int]
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,14 @@ class Processor:
 
     `apply` runs inside the batch's transaction and is given only events this
     processor has never applied before (the runtime keeps the ledger); it must
-    write only the processor's own tables.
+    write only the processor's own tables. `purge`, when given, deletes working
+    state no event can need any more (older than the ledger's retention); the
+    runtime calls it about hourly, in a transaction of its own, and logs the count.
     """
 
     name: str
     apply: ApplyBatch
+    purge: Purge | None = None
 
     @property
     def group(self) -> str:

@@ -21,7 +21,7 @@ def claim_fresh(conn: psycopg.Connection[Any], table: str, entries: Sequence[Ent
         return []
     ids = [e.event.event_id for e in entries]
     query = sql.SQL(
-        "INSERT INTO {} (event_id) SELECT unnest(%s::uuid[])"
+        "INSERT INTO {} (event_id) SELECT unnest(%b::uuid[])"
         " ON CONFLICT DO NOTHING RETURNING event_id"
     ).format(sql.Identifier(table))
     fresh = {row[0] for row in conn.execute(query, (ids,))}

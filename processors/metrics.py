@@ -157,4 +157,15 @@ def _at(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
-PROCESSOR = Processor(name="metrics", apply=apply)
+def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """Forget daily members of days no event can land in any more.
+
+    The all-time members stay: they are what keeps distinct counts exact forever.
+    """
+    return conn.execute(
+        "DELETE FROM metrics_daily_members WHERE day < current_date - %s::int",
+        (settings.applied_retention_days,),
+    ).rowcount
+
+
+PROCESSOR = Processor(name="metrics", apply=apply, purge=purge)

@@ -561,4 +561,16 @@ def _array_literal(values: list[float]) -> str:
     return "{" + ",".join(map(repr, values)) + "}"
 
 
-PROCESSOR = Processor(name="progress", apply=apply)
+def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """Forget played ranges of events older than the ledger's retention.
+
+    They only serve to place completed_at when an older event arrives late, and no
+    event that old can arrive any more (the ingest refuses ts over 7 days old).
+    """
+    cutoff_ms = (
+        int(datetime.now(UTC).timestamp() * 1000) - settings.applied_retention_days * 86_400_000
+    )
+    return conn.execute("DELETE FROM progress_played WHERE ts < %s", (cutoff_ms,)).rowcount
+
+
+PROCESSOR = Processor(name="progress", apply=apply, purge=purge)

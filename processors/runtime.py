@@ -356,8 +356,10 @@ class Consumer:
                     purged = ledger.purge(
                         self.conn, self.processor.ledger_table, self.settings.applied_retention_days
                     )
+                    if self.processor.purge is not None:
+                        purged += self.processor.purge(self.conn, self.settings)
                 if purged:
-                    self.log.info("ledger_purged", rows=purged)
+                    self.log.info("purged", rows=purged)
         except Exception:  # upkeep must never stop consumption
             self.log.exception("upkeep_failed")
 
