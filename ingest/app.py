@@ -294,6 +294,7 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
         try:
             yield {"redis": client, "appender": appender, "settings": settings}
         finally:
+            await appender.close()
             await client.aclose()
 
     from ingest.legacy import legacy_routes  # it builds on this module's helpers

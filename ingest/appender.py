@@ -24,6 +24,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 log = structlog.get_logger("vidpulse.ingest")
@@ -130,6 +131,7 @@ class Appender:
         self, redis: aioredis.Redis, *, stream: str, max_backlog: int, dedupe_ttl_seconds: int
     ) -> None:
         self._redis = redis
+        self._conn: AbstractConnection | None = None
         self._sha = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
         self._stream = stream
         self._max_backlog = max_backlog
@@ -232,27 +234,39 @@ class Appender:
         return [r == 1 for r in reply]
 
     async def _run_script(self, keys_and_args: tuple[Any, ...]) -> Any:
-        """EVALSHA the append script (EVAL when Redis does not know it) on a pooled connection.
+        """EVALSHA the append script (EVAL when Redis does not know it).
 
-        No retry here: a failed call fails its requests with 503 and their clients retry,
-        which cannot append an event twice behind a 202 the way a blind resend could.
+        The appender keeps one connection of the client's pool for itself (only one
+        round trip is ever in flight), so no per-call checkout and its health checks.
+        No retry here: a failed call fails its requests with 503 and their clients
+        retry, which cannot append an event twice behind a 202 the way a blind resend
+        could.
         """
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        if self._conn is None:
+            self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = self._conn
         try:
             await conn.send_packed_command(
-                hiredis.pack_command(("EVALSHA", self._sha, 1, *keys_and_args))
+                hiredis.pack_command(("EVALSHA", self._sha, 1, *keys_and_args)),
+                check_health=False,
             )
             try:
                 return await conn.read_response()
             except NoScriptError:
                 await conn.send_packed_command(
-                    hiredis.pack_command(("EVAL", _APPEND_LUA, 1, *keys_and_args))
+                    hiredis.pack_command(("EVAL", _APPEND_LUA, 1, *keys_and_args)),
+                    check_health=False,
                 )
                 return await conn.read_response()
         except BaseException:
-            # A reply may still be on its way: never hand this connection to anyone else.
+            # A reply may still be on its way: this connection is done with.
+            self._conn = None
             await conn.disconnect()
+            await self._redis.connection_pool.release(conn)
             raise
-        finally:
-            await pool.release(conn)
+
+    async def close(self) -> None:
+        """Hand the appender's connection back to the client's pool."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._redis.connection_pool.release(conn)
