@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -148,9 +147,7 @@ def redis_benchmark_xadd(
     env: BenchEnv, fields: dict[str, bytes | str | int], requests: int
 ) -> dict[str, Any]:
     """Pipelined XADD ops/s from redis-benchmark, one entry shaped like the ingest's."""
-    binary = shutil.which("redis-benchmark")
-    if binary is None:
-        raise RuntimeError("redis-benchmark is missing: apt-get install redis-tools")
+    binary = loadgen.ensure_tool("redis-benchmark", "redis-tools")
     url = urlsplit(env.redis_url)
     stream = env.stream("redis-benchmark")
     args: list[str] = []

@@ -38,24 +38,27 @@ class WrkResult:
         return {**asdict(self), "rps": round(self.rps, 1)}
 
 
-def ensure_wrk() -> str:
-    """The path of wrk, installing the Debian package when it is missing."""
-    found = shutil.which("wrk")
+def ensure_tool(binary: str, package: str) -> str:
+    """The path of `binary`, installing its Debian `package` when it is missing."""
+    found = shutil.which(binary)
     if found:
         return found
     if shutil.which("apt-get"):
-        print("bench: wrk is missing; installing it with apt-get", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True, check=False)
-        found = shutil.which("wrk")
+        print(f"bench: {binary} is missing; installing {package} with apt-get", flush=True)
+        install = ["apt-get", "install", "-y", "-qq", package]
+        subprocess.run(install, capture_output=True, check=False)
+        found = shutil.which(binary)
         if found is None:
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True, check=False
-            )
-            found = shutil.which("wrk")
+            subprocess.run(install, capture_output=True, check=False)
+            found = shutil.which(binary)
     if found is None:
-        raise LoadGenUnavailable("wrk is not installed: apt-get install wrk")
+        raise LoadGenUnavailable(f"{binary} is not installed: apt-get install {package}")
     return found
+
+
+def ensure_wrk() -> str:
+    return ensure_tool("wrk", "wrk")
 
 
 def run_wrk(
