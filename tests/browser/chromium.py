@@ -153,8 +153,15 @@ class Tab:
     def pause(self) -> None:
         self.js("document.getElementById('v').pause();")
 
-    def seek(self, position: float) -> None:
-        self.js("document.getElementById('v').currentTime = arguments[0];", position)
+    def seek(self, position: float) -> float:
+        """Seek to `position`; returns the playhead read in the same script, just before."""
+        return float(
+            self.js(
+                "const v = document.getElementById('v'); const before = v.currentTime;"
+                " v.currentTime = arguments[0]; return before;",
+                position,
+            )
+        )
 
     def position(self) -> float:
         return float(self.js("return document.getElementById('v').currentTime"))
