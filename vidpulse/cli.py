@@ -142,8 +142,10 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.simulate import main_progress, simulate
 
+    # With --json, stdout carries only the report; the banner goes to stderr.
     print(
         f"simulating tracker traffic: {args.rate:g} events/s for {args.duration:g}s to {args.url}",
+        file=sys.stderr if args.json else sys.stdout,
         flush=True,
     )
     report = simulate(
