@@ -41,7 +41,10 @@ def test_every_event_is_valid_and_sessions_behave_like_the_tracker() -> None:
         covered = reference.length(reference.merged(r for x in events for r in reference.played(x)))
         milestones = [e["milestone"] for e in events if e["type"] == "milestone"]
         assert milestones == sorted(set(milestones))
-        assert all(covered >= duration * m / 100 - 0.01 for m in milestones)
+        if events[-1]["type"] == "session_end":
+            # An abandoned session (a crashed tab: no session_end) never sends its last
+            # ranges, so only a session that ended cleanly reports all it covered.
+            assert all(covered >= duration * m / 100 - 0.01 for m in milestones)
         completes = [i for i, e in enumerate(events) if e["type"] == "complete"]
         assert len(completes) <= 1
         for i in completes:  # complete carries the ranges that reach the threshold

@@ -73,12 +73,17 @@ class Session:
     referer: str | None
 
 
-def catalogue(rng: random.Random, videos: int) -> list[Video]:
-    """`videos` videos, from 20-second clips to hour-long lectures (median about 4 min)."""
+def catalogue(videos: int) -> list[Video]:
+    """`videos` videos, from 20-second clips to hour-long lectures (median about 4 min).
+
+    Each video's duration and context depend on its id alone, so that
+    separate runs (say, two `vidpulse simulate`) describe the same catalogue.
+    """
     out: list[Video] = []
     for i in range(videos):
-        duration = round(min(3600.0, max(20.0, rng.lognormvariate(math.log(240), 0.9))), 3)
-        course = rng.random() < 0.7
+        own = random.Random(f"video-{i:05d}")
+        duration = round(min(3600.0, max(20.0, own.lognormvariate(math.log(240), 0.9))), 3)
+        course = own.random() < 0.7
         out.append(
             Video(
                 video_id=f"video-{i:05d}",
@@ -108,11 +113,11 @@ def generate_audience(
     between three days and six hours before `now_ms`, or, with `span_ms`, within the
     last `span_ms` (a short span gives many sessions at once, like live traffic); a
     share `resume_share` of them continue an earlier session of the same viewer and
-    video. Each call draws its own catalogue (video durations) from `rng`.
+    video. The catalogue is the same in every call (see `catalogue`).
     """
     if videos < 1 or viewers < 1 or sessions < 0:
         raise ValueError("videos and viewers must be positive, sessions not negative")
-    catalog = catalogue(rng, videos)
+    catalog = catalogue(videos)
     video_cum = _zipf_cumulative(videos, 1.0)
     viewer_cum = _zipf_cumulative(viewers, 0.6)
     # (viewer, video) -> (end position, end ts) of its latest session so far
