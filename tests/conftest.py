@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 from starlette.testclient import TestClient
 
 from ingest.app import create_app
+from tests.browser.servers import LiveIngest
 from vidpulse import devservices
 from vidpulse.database import migrate
 from vidpulse.settings import Settings
@@ -158,3 +159,12 @@ def ingest(settings: Settings) -> Iterator[TestClient]:
     """The ingest app, running its lifespan, against the real Redis."""
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture
+def live_ingest(settings: Settings) -> Iterator[LiveIngest]:
+    """The real ingest app on its own port on a port of its own, served by uvicorn."""
+    server = LiveIngest(settings)
+    server.start()
+    yield server
+    server.stop()

@@ -11,6 +11,9 @@ from processors.runtime import Consumer
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+PAGE = "https://learn.example/course/7/lesson/3"
+
 
 def make_event(type: str = "play", **fields: Any) -> dict[str, Any]:
     """A valid event of `type`; `fields` override or add (None removes a field)."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from tests.browser.servers import LiveIngest
@@ -14,16 +12,8 @@ from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
 
 
-@pytest.fixture
-def live(settings: Settings) -> Iterator[LiveIngest]:
-    server = LiveIngest(settings)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_simulate_fills_the_stream_with_valid_events(
-    live: LiveIngest, settings: Settings, redis_client: redis.Redis
+    live_ingest: LiveIngest, settings: Settings, redis_client: redis.Redis
 ) -> None:
     """Every simulated event is accepted (none rejected) and what was accepted is in the stream."""
     done = run_vidpulse(
@@ -36,7 +26,7 @@ def test_simulate_fills_the_stream_with_valid_events(
         "7",
         "--json",
         "--url",
-        f"{live.origin}/v1/events",
+        f"{live_ingest.origin}/v1/events",
         env=settings_env(settings),
     )
     assert done.returncode == 0, done.stderr

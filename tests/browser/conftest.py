@@ -1,4 +1,4 @@
-"""Fixtures of the browser tests: Chromium, the clip, the page origin and a live ingest."""
+"""Fixtures of the browser tests: Chromium, the clip and the page origin."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 from selenium import webdriver
 
 from tests.browser.chromium import BLANK_PAGE, Tab, make_clip, missing_binaries, start_chromium
-from tests.browser.servers import LiveIngest, PageServer
-from vidpulse.settings import Settings
+from tests.browser.servers import PageServer
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +49,3 @@ def site(clip: Path) -> Iterator[PageServer]:
         server.add_file("/clip.webm", clip, "video/webm")
         server.add("/blank.html", BLANK_PAGE, "text/html; charset=utf-8")
         yield server
-
-
-@pytest.fixture
-def live_ingest(settings: Settings) -> Iterator[LiveIngest]:
-    """The real ingest app on its own port (another origin than the pages), running."""
-    server = LiveIngest(settings)
-    server.start()
-    yield server
-    server.stop()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -15,35 +12,13 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from ingest.app import create_app
-from tests.factories import make_event
+from tests.factories import BROWSER_UA, PAGE, make_event
+from tests.ingest.conftest import ClientFactory
+from vidpulse.devservices import free_port
 from vidpulse.events import MAX_PAST_MS, now_ms
 from vidpulse.settings import Settings
 
 JSON = {"content-type": "application/json"}
-BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
-PAGE = "https://learn.example/course/7/lesson/3"
-
-ClientFactory = Callable[..., tuple[TestClient, Settings]]
-
-
-@pytest.fixture
-def make_client(make_settings: Callable[..., Settings]) -> Iterator[ClientFactory]:
-    """Factory: an ingest TestClient (lifespan running) for settings with these overrides."""
-    with contextlib.ExitStack() as stack:
-
-        def factory(**overrides: Any) -> tuple[TestClient, Settings]:
-            settings = make_settings(**overrides)
-            return stack.enter_context(TestClient(create_app(settings))), settings
-
-        yield factory
-
-
-def closed_port() -> int:
-    """A local TCP port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def entries(client: redis.Redis, settings: Settings) -> list[dict[str, bytes]]:
@@ -451,7 +426,7 @@ def test_concurrent_identical_milestones_on_two_replicas_append_exactly_one(
 def test_unreachable_redis_is_503_with_retry_after(make_client: ClientFactory) -> None:
     """With Redis unreachable the ingest answers 503 + Retry-After, never 202."""
     client, _settings = make_client(
-        redis_url=f"redis://127.0.0.1:{closed_port()}/0", retry_after_seconds=7
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", retry_after_seconds=7
     )
     response = client.post("/v1/events", json=[make_event(), make_event("milestone")])
     assert "retry" in error_of(response, 503)
@@ -513,7 +488,7 @@ def test_cors_answers_only_configured_origins(make_client: ClientFactory) -> Non
 
 def test_healthz_answers_while_redis_is_away(make_client: ClientFactory) -> None:
     """/healthz says the process is alive, whatever Redis does."""
-    client, _ = make_client(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    client, _ = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
@@ -528,7 +503,7 @@ def test_readyz_is_200_when_redis_answers(ingest: TestClient) -> None:
 
 def test_readyz_is_503_when_redis_is_unreachable(make_client: ClientFactory) -> None:
     """/readyz is 503, naming redis, when Redis does not answer."""
-    client, _ = make_client(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    client, _ = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "redis" in response.json()["error"]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -16,37 +13,16 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from ingest.app import create_app
-from tests.factories import run_burst
+from tests.factories import BROWSER_UA, PAGE, run_burst
+from tests.ingest.conftest import ClientFactory
+from vidpulse.devservices import free_port
 from vidpulse.events import MAX_PAST_MS, now_ms, parse_event
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 
-BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
-PAGE = "https://learn.example/course/7/lesson/3"
 VIEW = "/api/analytics/video-view"
 PROGRESS = "/api/analytics/video-progress"
 COMPLETE = "/api/analytics/video-complete"
-
-ClientFactory = Callable[..., tuple[TestClient, Settings]]
-
-
-@pytest.fixture
-def make_client(make_settings: Callable[..., Settings]) -> Iterator[ClientFactory]:
-    """Factory: an ingest TestClient (lifespan running) for settings with these overrides."""
-    with contextlib.ExitStack() as stack:
-
-        def factory(**overrides: Any) -> tuple[TestClient, Settings]:
-            settings = make_settings(**overrides)
-            return stack.enter_context(TestClient(create_app(settings))), settings
-
-        yield factory
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def streamed(client: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
@@ -276,7 +252,7 @@ def test_seed_oversized_body_is_413(make_client: ClientFactory) -> None:
 
 def test_seed_with_redis_unreachable_is_503_with_retry_after(make_client: ClientFactory) -> None:
     """No Redis: 503 + Retry-After, so the client keeps the event."""
-    client, _ = make_client(redis_url=f"redis://127.0.0.1:{closed_port()}/0", retry_after_seconds=3)
+    client, _ = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0", retry_after_seconds=3)
     response = client.post("/analytics", json=seed())
     assert "retry" in error_of(response, 503)
     assert response.headers["retry-after"] == "3"
@@ -594,7 +570,7 @@ def test_t190_route_with_redis_unreachable_is_503_with_retry_after(
     make_client: ClientFactory, path: str
 ) -> None:
     """No Redis: 503 + Retry-After, whether the session lookup or the append fails."""
-    client, _ = make_client(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    client, _ = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     body = view() if path == VIEW else progress()
     response = client.post(path, json=body)
     assert "retry" in error_of(response, 503)
