@@ -152,8 +152,9 @@ def trim_processed(
         candidate = last.decode() if isinstance(last, bytes) else str(last)
         if int(g["pending"]):
             oldest = client.xpending(stream, name)["min"]
-            oldest = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
-            candidate = min(candidate, oldest, key=_id_key)
+            if oldest is not None:  # None: the group acked all of them since XINFO
+                oldest = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+                candidate = min(candidate, oldest, key=_id_key)
         floor = candidate if floor is None else min(floor, candidate, key=_id_key)
     if floor is None or floor == "0-0":
         return None
