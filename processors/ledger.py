@@ -20,16 +20,25 @@ def claim_fresh(conn: psycopg.Connection[Any], table: str, entries: Sequence[Ent
     if not entries:
         return []
     ids = [e.event.event_id for e in entries]
+    # The statement answers with the positions of the ids already applied before (none,
+    # as a rule), not with the ids claimed: loading and hashing a UUID object per event
+    # cost more than the claim itself.
     query = sql.SQL(
-        "INSERT INTO {} (event_id) SELECT unnest(%b::uuid[])"
-        " ON CONFLICT DO NOTHING RETURNING event_id"
+        "WITH ids AS (SELECT id, n FROM unnest(%b::uuid[]) WITH ORDINALITY AS u(id, n)),"
+        " ins AS (INSERT INTO {} (event_id) SELECT id FROM ids ON CONFLICT DO NOTHING"
+        " RETURNING event_id)"
+        " SELECT n FROM ids WHERE id NOT IN (SELECT event_id FROM ins)"
     ).format(sql.Identifier(table))
-    fresh = {row[0] for row in conn.execute(query, (ids,))}
+    stale = {row[0] - 1 for row in conn.execute(query, (ids,))}
+    if not stale and len({u.int for u in ids}) == len(ids):
+        return list(entries)
     out: list[Entry] = []
-    for entry in entries:
-        if entry.event.event_id in fresh:
-            fresh.discard(entry.event.event_id)
+    seen: set[int] = set()
+    for i, entry in enumerate(entries):
+        key = ids[i].int
+        if i not in stale and key not in seen:
             out.append(entry)
+        seen.add(key)
     return out
 
 
