@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,11 @@ _UPKEEP_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
 
 
+# Event.model_validate_json without its per-call wrapper: the same validator, all of
+# the contract checked.
+_validate_event = Event.__pydantic_validator__.validate_json
+
+
 class Stopped(Exception):
     """A stop was requested while waiting; the work in hand is abandoned uncommitted."""
 
@@ -60,7 +66,7 @@ def decode(raw: RawEntry) -> Entry:
     if body is None:
         raise ValueError("stream entry has no 'event' field")
     try:
-        event = Event.model_validate_json(body)
+        event = _validate_event(body)
     except (ValidationError, InvalidEvent) as exc:
         raise ValueError(f"event does not match the contract: {exc}") from None
     received = fields.get(b"received_at")
@@ -76,6 +82,21 @@ def decode(raw: RawEntry) -> Entry:
         user_agent=ua.decode(errors="replace") if ua else None,
         referer=ref.decode(errors="replace") if ref else None,
     )
+
+
+Decoded = tuple[list[Entry], dict[str, str]]
+
+
+def decode_all(batch: list[RawEntry]) -> Decoded:
+    """The batch's entries decoded, and {stream id: error} of those breaking the format."""
+    entries: list[Entry] = []
+    failures: dict[str, str] = {}
+    for raw in batch:
+        try:
+            entries.append(decode(raw))
+        except ValueError as exc:
+            failures[raw[0]] = str(exc)
+    return entries, failures
 
 
 class Backoff:
@@ -121,6 +142,8 @@ class Consumer:
         self.log = log.bind(processor=processor.name, consumer=consumer)
         self._next_upkeep = 0.0
         self._next_purge = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
 
     # -- the loop -----------------------------------------------------------------
 
@@ -133,27 +156,52 @@ class Consumer:
             claim_cursor, next_claim = "0-0", 0.0
             while not self.stop.is_set():
                 now = time.monotonic()
-                if now >= next_claim:
+                if self._ahead is None and now >= next_claim:
                     claim_cursor = self._claim_round(claim_cursor)
                     if claim_cursor == "0-0":
                         next_claim = now + self._claim_interval()
                     continue
-                batch = self._redis_call(
-                    lambda: self.stream.read_new(self.settings.batch_size, self._block_ms())
-                )
+                if self._ahead is not None:
+                    batch, decoded = self._ahead.result()
+                    self._ahead = None
+                else:
+                    batch, decoded = self._read_new()
+                if len(batch) >= self.settings.batch_size:
+                    # A backlog: read and decode the next batch while this one commits.
+                    self._ahead = self._reader().submit(self._read_new)
                 if batch:
-                    self.process(batch)
+                    self.process(batch, decoded=decoded)
                 elif self.burst and self._redis_call(self.stream.pending_count) == 0:
                     self.log.info("burst_done")
                     break
                 elif self.burst:
                     next_claim = min(next_claim, now + 0.05)
                 self._upkeep()
+            self._finish_ahead()
         except Stopped:
             pass
         finally:
             self._close()
         self.log.info("consumer_stopped")
+
+    def _read_new(self) -> tuple[list[RawEntry], Decoded]:
+        batch: list[RawEntry] = self._redis_call(
+            lambda: self.stream.read_new(self.settings.batch_size, self._block_ms())
+        )
+        return batch, decode_all(batch)
+
+    def _reader(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.processor.name}")
+        return self._pool
+
+    def _finish_ahead(self) -> None:
+        """On a stop: apply the batch read ahead, if any, as the batch in flight."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            batch, decoded = ahead.result()
+            if batch:
+                self.process(batch, decoded=decoded)
 
     def _finish_own_pending(self) -> None:
         after = "0"
@@ -190,18 +238,22 @@ class Consumer:
 
     # -- one batch ----------------------------------------------------------------
 
-    def process(self, batch: list[RawEntry], *, redelivered: bool = False) -> None:
-        """Apply one batch of stream entries, ack what committed, dead-letter what must go."""
+    def process(
+        self,
+        batch: list[RawEntry],
+        *,
+        redelivered: bool = False,
+        decoded: Decoded | None = None,
+    ) -> None:
+        """Apply one batch of stream entries, ack what committed, dead-letter what must go.
+
+        `decoded` is `decode_all(batch)` when the caller has it already.
+        """
         if redelivered:
             batch = self._drop_exhausted(batch)
-        entries: list[Entry] = []
-        failures: dict[str, str] = {}
+        entries, decode_failures = decoded if decoded is not None else decode_all(batch)
+        failures = dict(decode_failures)
         raw_by_id = {raw[0]: raw for raw in batch}
-        for raw in batch:
-            try:
-                entries.append(decode(raw))
-            except ValueError as exc:
-                failures[raw[0]] = str(exc)
         failures.update(self._commit(entries))
         done = [entry_id for entry_id, _ in batch if entry_id not in failures]
         self._redis_call(lambda: self.stream.ack(done))
@@ -364,6 +416,11 @@ class Consumer:
             self.log.exception("upkeep_failed")
 
     def _close(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # left pending: redelivered to this consumer or claimed
+            ahead.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         try:
             self.stream.forget_consumer_if_idle()
         except Exception:  # best effort on the way out
