@@ -19,8 +19,12 @@ _PARTITION_LOCK = 0x76707261
 
 _COPY = """
 COPY video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
-                   position_s, duration_s, payload) FROM STDIN
+                   position_s, duration_s, payload) FROM STDIN (FORMAT BINARY)
 """
+_COPY_TYPES = (
+    "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "float8", "float8",
+    "jsonb",
+)  # fmt: skip
 _INSERT_IGNORING_DUPLICATES = """
 INSERT INTO video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
                           position_s, duration_s, payload)
@@ -98,7 +102,7 @@ def _dumps(obj: Any) -> str:
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Write the batch's events with one COPY (new partitions created first)."""
     rows = [row(entry) for entry in entries]
-    months = {month_start(r[5]) for r in rows}
+    months = {datetime(y, m, 1, tzinfo=UTC) for y, m in {(r[5].year, r[5].month) for r in rows}}
     ensure_partitions(conn, months)
     try:
         with conn.transaction():
@@ -114,6 +118,7 @@ def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Set
 def _write(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
     try:
         with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+            copy.set_types(_COPY_TYPES)
             for r in rows:
                 copy.write_row(r)
     except psycopg.errors.UniqueViolation:
