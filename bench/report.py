@@ -31,13 +31,13 @@ class Row:
     def cells(self) -> list[str]:
         value = self.value_text or f"{self.value:,.0f} {self.unit}"
         base = self.baseline_text or f"{self.baseline:,.0f} ({self.baseline_name})"
-        ratio = (
-            ""
-            if self.ratio is None
-            else f"{self.ratio:.2f}"
-            if self.ratio < 10
-            else f"{self.ratio:.1f}x"
-        )
+        # Speed-up targets read "N x"; share-of-yardstick targets a plain fraction.
+        if self.ratio is None:
+            ratio = ""
+        elif self.target.endswith("x"):
+            ratio = f"{self.ratio:.1f}x"
+        else:
+            ratio = f"{self.ratio:.2f}"
         return [self.figure, value, base, ratio, self.target, "pass" if self.passed else "MISS"]
 
 
