@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from vidpulse.keys import PROCESSOR_NAMES, Keys
+from vidpulse.keys import PROCESSOR_NAMES, Keys, text
 
 RawEntry = tuple[str, dict[bytes, bytes]]
 
@@ -33,8 +33,7 @@ def ensure_groups(
 def _entries(reply: Any) -> list[RawEntry]:
     out: list[RawEntry] = []
     for entry_id, fields in reply:
-        sid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        out.append((sid, fields or {}))
+        out.append((text(entry_id), fields or {}))
     return out
 
 
@@ -65,7 +64,7 @@ class GroupStream:
         reply = self.client.xautoclaim(
             self.keys.stream, self.group, self.consumer, min_idle_ms, cursor, count=count
         )
-        next_cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        next_cursor = text(reply[0])
         if len(reply) > 2 and reply[2]:
             self.client.xack(self.keys.stream, self.group, *reply[2])
         return next_cursor, _entries(reply[1])
@@ -85,11 +84,7 @@ class GroupStream:
         wanted = set(ids)
         out: dict[str, int] = {}
         for row in rows:
-            mid = (
-                row["message_id"].decode()
-                if isinstance(row["message_id"], bytes)
-                else row["message_id"]
-            )
+            mid = text(row["message_id"])
             if mid in wanted:
                 out[mid] = int(row["times_delivered"])
         return out
@@ -124,8 +119,7 @@ class GroupStream:
     def forget_consumer_if_idle(self) -> None:
         """Remove this consumer from the group when it holds no pending entries."""
         for consumer in self.client.xinfo_consumers(self.keys.stream, self.group):
-            name = consumer["name"]
-            name = name.decode() if isinstance(name, bytes) else name
+            name = text(consumer["name"])
             if name == self.consumer and int(consumer["pending"]) == 0:
                 self.client.xgroup_delconsumer(self.keys.stream, self.group, self.consumer)
 
@@ -142,19 +136,17 @@ def trim_processed(
         groups = client.xinfo_groups(stream)
     except ResponseError:
         return None
-    names = {(g["name"].decode() if isinstance(g["name"], bytes) else g["name"]) for g in groups}
+    names = {text(g["name"]) for g in groups}
     if not set(required) <= names or not groups:
         return None
     floor: str | None = None
     for g in groups:
-        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-        last = g["last-delivered-id"]
-        candidate = last.decode() if isinstance(last, bytes) else str(last)
+        name = text(g["name"])
+        candidate = text(g["last-delivered-id"])
         if int(g["pending"]):
             oldest = client.xpending(stream, name)["min"]
             if oldest is not None:  # None: the group acked all of them since XINFO
-                oldest = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
-                candidate = min(candidate, oldest, key=_id_key)
+                candidate = min(candidate, text(oldest), key=_id_key)
         floor = candidate if floor is None else min(floor, candidate, key=_id_key)
     if floor is None or floor == "0-0":
         return None

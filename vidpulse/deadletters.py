@@ -6,20 +6,18 @@ from typing import Any
 
 import redis
 
-from vidpulse.keys import Keys
+from vidpulse.keys import Keys, text
 
 # The fields of the original entry; the rest of a dead letter says why it died.
 _ORIGINAL_FIELDS = (b"event", b"received_at", b"user_agent", b"referer")
 
 
-def _s(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def list_dead(client: redis.Redis, keys: Keys, count: int = 100) -> list[dict[str, str]]:
     """The oldest `count` dead letters, each with its id and fields as text."""
     entries: Any = client.xrange(keys.dlq, count=count)
-    return [{"id": _s(i), **{_s(k): _s(v) for k, v in fields.items()}} for i, fields in entries]
+    return [
+        {"id": text(i), **{text(k): text(v) for k, v in fields.items()}} for i, fields in entries
+    ]
 
 
 def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> int:
@@ -33,7 +31,7 @@ def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> int:
     reappended: set[bytes] = set()
     entries: Any = client.xrange(keys.dlq)
     for entry_id, fields in entries:
-        if group is not None and _s(fields.get(b"group", b"")) != group:
+        if group is not None and text(fields.get(b"group", b"")) != group:
             continue
         original = {k: v for k, v in fields.items() if k in _ORIGINAL_FIELDS}
         original_id = fields.get(b"original_id")

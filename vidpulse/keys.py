@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PROCESSOR_NAMES = ("raw", "heatmap", "progress", "metrics")
 
@@ -32,3 +33,8 @@ class Keys:
     def group(processor: str) -> str:
         """Consumer-group name of a processor."""
         return processor
+
+
+def text(value: Any) -> str:
+    """A Redis reply value (bytes, as the clients here are not decoding) as text."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -9,13 +9,9 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from vidpulse.keys import Keys
+from vidpulse.keys import Keys, text
 
 _DLQ_SCAN_LIMIT = 100_000
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -24,7 +20,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     dead_by_group: Counter[str] = Counter()
     dead: Any = client.xrange(keys.dlq, count=_DLQ_SCAN_LIMIT)
     for _, fields in dead:
-        dead_by_group[_s(fields.get(b"group", b"?"))] += 1
+        dead_by_group[text(fields.get(b"group", b"?"))] += 1
     try:
         groups = client.xinfo_groups(keys.stream)
         length = int(client.xlen(keys.stream))
@@ -32,12 +28,12 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
         groups, length = [], 0
     out: list[dict[str, Any]] = []
     for g in groups:
-        name = _s(g["name"])
+        name = text(g["name"])
         pending = int(g["pending"])
         oldest_age_s: float | None = None
         if pending:
             oldest = client.xpending(keys.stream, name)["min"]
-            oldest_age_s = round((now_ms - int(_s(oldest).split("-")[0])) / 1000, 1)
+            oldest_age_s = round((now_ms - int(text(oldest).split("-")[0])) / 1000, 1)
         lag = g.get("lag")
         out.append(
             {
@@ -47,7 +43,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
                 "lag": int(lag) if lag is not None else None,
                 "oldest_pending_age_s": oldest_age_s,
                 "dead_letters": dead_by_group.pop(name, 0),
-                "last_delivered_id": _s(g["last-delivered-id"]),
+                "last_delivered_id": text(g["last-delivered-id"]),
             }
         )
     return {
