@@ -1,0 +1,171 @@
+"""The JSON API under /api/v1 (bearer auth is the Mount's middleware, in app.py).
+
+Routes validate their parameters (dashboard.params), read through the cache
+(dashboard.reads) and answer JSON, or CSV for lists and daily series. Errors are
+raised and turned into responses once, by the app's exception handlers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from dashboard import params, reads
+from dashboard.catalogue import UPSERT, CatalogueEntry, describe, row_params
+from dashboard.data import fetch_one
+from dashboard.data import overview as overview_data
+from dashboard.data import pipeline as pipeline_data
+from dashboard.data import video as video_data
+from dashboard.data import videos as videos_data
+from dashboard.data import viewers as viewers_data
+from dashboard.data.videos import SORTS, BadCursor, VideoQuery
+from dashboard.openapi import document
+from dashboard.responses import ApiError, JSONResponse, bad_param, csv_response, wants_csv
+from vidpulse.keys import Keys
+
+_MAX_PUT_BYTES = 16 * 1024
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def overview(request: Request) -> Response:
+    q = request.query_params
+    params.known_only(q, ("from", "to", "format"))
+    csv_wanted = wants_csv(request)
+    day_from, day_to = params.day_range(q)
+    body = await reads.overview_json(request, day_from, day_to)
+    if csv_wanted:
+        daily = orjson.loads(body)["daily"]
+        return csv_response(daily, overview_data.DAILY_COLUMNS, "overview-daily.csv")
+    return _json(body)
+
+
+async def videos(request: Request) -> Response:
+    q = request.query_params
+    params.known_only(
+        q, ("sort", "order", "course_id", "include_preview", "q", "limit", "cursor", "format")
+    )
+    csv_wanted = wants_csv(request)
+    query = VideoQuery(
+        sort=params.choice(q, "sort", tuple(SORTS), "views"),
+        order=params.choice(q, "order", ("desc", "asc"), "desc"),
+        course_id=params.ident(q, "course_id"),
+        include_preview=params.boolean(q, "include_preview", False),
+        q=params.text(q, "q"),
+        limit=params.limit(q, 50),
+        cursor=params.text(q, "cursor"),
+    )
+    if query.cursor is not None:
+        try:
+            videos_data.decode_cursor(query.cursor, query.sort, query.order)
+        except BadCursor as exc:
+            raise bad_param("cursor", str(exc)) from None
+    body = await reads.videos_json(request, query)
+    if csv_wanted:
+        answer = orjson.loads(body)
+        headers = {"X-Next-Cursor": answer["next_cursor"]} if answer["next_cursor"] else {}
+        response = csv_response(answer["rows"], videos_data.COLUMNS, "videos.csv")
+        response.headers.update(headers)
+        return response
+    return _json(body)
+
+
+async def popular(request: Request) -> Response:
+    q = request.query_params
+    params.known_only(q, ("limit", "format"))
+    csv_wanted = wants_csv(request)
+    body = await reads.popular_json(request, params.limit(q, 10))
+    if csv_wanted:
+        rows = orjson.loads(body)["rows"]
+        return csv_response(rows, videos_data.POPULAR_COLUMNS, "popular-videos.csv")
+    return _json(body)
+
+
+async def video(request: Request) -> Response:
+    q = request.query_params
+    params.known_only(q, ("from", "to", "format"))
+    csv_wanted = wants_csv(request)
+    video_id = params.path_ident(request.path_params["video_id"], "video_id")
+    day_from, day_to = params.day_range(q)
+    body = await reads.video_json(request, video_id, day_from, day_to)
+    if csv_wanted:
+        daily = orjson.loads(body)["daily"]
+        return csv_response(daily, video_data.DAILY_COLUMNS, f"{video_id}-daily.csv")
+    return _json(body)
+
+
+async def put_video(request: Request) -> Response:
+    """Create or replace a catalogue entry: 201 created, 200 replaced, 422 invalid."""
+    video_id = params.path_ident(request.path_params["video_id"], "video_id")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > _MAX_PUT_BYTES:
+        raise ApiError(413, f"body is over the limit of {_MAX_PUT_BYTES} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > _MAX_PUT_BYTES:
+            raise ApiError(413, f"body is over the limit of {_MAX_PUT_BYTES} bytes")
+    try:
+        entry = CatalogueEntry.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(422, describe(exc)) from None
+    async with request.state.pool.connection() as conn:
+        row = await fetch_one(conn, UPSERT, row_params(video_id, entry))
+    assert row is not None
+    await _catalogue_changed(request, video_id)
+    created = row.pop("created")
+    return JSONResponse(row, status_code=201 if created else 200)
+
+
+async def _catalogue_changed(request: Request, video_id: str) -> None:
+    keys = Keys(request.state.settings.stream)
+    pipe = request.state.redis.pipeline(transaction=False)
+    pipe.incr(keys.cache_version("catalogue"))
+    pipe.incr(keys.cache_version(f"video:{video_id}"))
+    await pipe.execute()
+
+
+async def viewer_progress(request: Request) -> Response:
+    q = request.query_params
+    params.known_only(q, ("video_id", "limit", "format"))
+    csv_wanted = wants_csv(request)
+    viewer_id = params.path_ident(request.path_params["viewer_id"], "viewer_id")
+    video_id = params.ident(q, "video_id")
+    body = await reads.viewer_progress_json(request, viewer_id, video_id, params.limit(q, 100))
+    if csv_wanted:
+        rows = orjson.loads(body)["rows"]
+        return csv_response(rows, viewers_data.COLUMNS, f"{viewer_id}-progress.csv")
+    return _json(body)
+
+
+async def pipeline(request: Request) -> Response:
+    q = request.query_params
+    params.known_only(q, ("format",))
+    csv_wanted = wants_csv(request)
+    report: dict[str, Any] = await reads.pipeline(request)
+    if csv_wanted:
+        return csv_response(report["groups"], pipeline_data.GROUP_COLUMNS, "pipeline.csv")
+    return JSONResponse(report)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(document())
+
+
+routes: list[BaseRoute] = [
+    Route("/overview", overview, methods=["GET"]),
+    Route("/videos", videos, methods=["GET"]),
+    Route("/videos/popular", popular, methods=["GET"]),
+    Route("/videos/{video_id}", video, methods=["GET"]),
+    Route("/videos/{video_id}", put_video, methods=["PUT"]),
+    Route("/viewers/{viewer_id}/progress", viewer_progress, methods=["GET"]),
+    Route("/pipeline", pipeline, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
