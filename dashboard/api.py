@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -27,6 +29,8 @@ from dashboard.data.videos import SORTS, BadCursor, VideoQuery
 from dashboard.openapi import document
 from dashboard.responses import ApiError, JSONResponse, bad_param, csv_response, wants_csv
 from vidpulse.keys import Keys
+
+log = structlog.get_logger("vidpulse.dashboard")
 
 _MAX_PUT_BYTES = 16 * 1024
 
@@ -129,7 +133,11 @@ async def _catalogue_changed(request: Request, video_id: str) -> None:
     pipe = request.state.redis.pipeline(transaction=False)
     pipe.incr(keys.cache_version("catalogue"))
     pipe.incr(keys.cache_version(f"video:{video_id}"))
-    await pipe.execute()
+    try:
+        await pipe.execute()
+    except (RedisError, OSError) as exc:
+        # The entry is saved; answers cached before it show the old title until their TTL.
+        log.warning("cache_version_not_bumped", error=str(exc), video_id=video_id)
 
 
 async def viewer_progress(request: Request) -> Response:

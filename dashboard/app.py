@@ -15,6 +15,7 @@ import psycopg
 import redis.asyncio as aioredis
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -90,6 +91,15 @@ async def database_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("redis_unavailable", error=str(exc))
+    return JSONResponse(
+        {"error": "Redis is unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the dashboard ASGI app (API under /api/v1, pages, /static)."""
 
@@ -146,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: http_error,
             psycopg.OperationalError: database_down,
             PoolTimeout: database_down,
+            RedisError: redis_down,
         },
     )
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
+import redis
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from vidpulse.events import Ident
+from vidpulse.keys import Keys
+from vidpulse.settings import Settings
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 
@@ -103,3 +107,49 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]] | BadRow]:
                 yield BadRow(line, describe(exc))
                 continue
             yield line, row_params(video_id, entry)
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def import_csv(settings: Settings, path: Path) -> ImportReport:
+    """Upsert every good row of a catalogue CSV (one transaction); report the bad ones.
+
+    Raises FileNotFoundError, MissingColumns or UnicodeDecodeError before writing anything.
+    """
+    report = ImportReport()
+    good: dict[str, dict[str, Any]] = {}
+    for item in read_csv(path):
+        if isinstance(item, BadRow):
+            report.bad.append(item)
+        else:
+            good[item[1]["video_id"]] = item[1]  # a later row of the same video wins
+    if not good:
+        return report
+    with psycopg.connect(settings.database_url, connect_timeout=10) as conn, conn.transaction():
+        for params in good.values():
+            row = conn.execute(UPSERT.encode(), params).fetchone()
+            assert row is not None
+            if row[0]:
+                report.created += 1
+            else:
+                report.updated += 1
+    _bump_versions(settings, list(good))
+    return report
+
+
+def _bump_versions(settings: Settings, video_ids: list[str]) -> None:
+    keys = Keys(settings.stream)
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(keys.cache_version("catalogue"))
+        for video_id in video_ids:
+            pipe.incr(keys.cache_version(f"video:{video_id}"))
+        pipe.execute()
+    finally:
+        client.close()

@@ -68,24 +68,25 @@ async def _own_form(request: Request) -> dict[str, str]:
     """The fields of a small url-encoded form posted by one of this site's pages.
 
     Reads at most MAX_FORM_BYTES; the session's CSRF token must come back in the form,
-    and a browser's Origin header, when sent, must name this host.
+    and a browser's Origin header, when it names a site, must name this one. (Under
+    `Referrer-Policy: no-referrer` browsers send `Origin: null` for our own forms.)
     """
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
-        raise FormRejected("the form was posted from another site")
+    if origin not in (None, "null") and urlsplit(origin).netloc != request.headers.get("host"):
+        raise FormRejected("The form was posted from another site")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise FormRejected("the form is too large")
+            raise FormRejected("The form is too large")
     try:
         fields = dict(parse_qsl(body.decode(), max_num_fields=8))
     except (UnicodeDecodeError, ValueError):
-        raise FormRejected("the form could not be read") from None
+        raise FormRejected("The form could not be read") from None
     expected = request.session.get(CSRF_KEY)
     given = fields.get(CSRF_KEY, "")
     if not isinstance(expected, str) or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise FormRejected("the form has expired")
+        raise FormRejected("The form has expired")
     return fields
 
 

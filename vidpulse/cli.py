@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -101,7 +102,61 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.supervisor import run_pipeline
 
     cmd_migrate(settings, args)
-    return run_pipeline(host=args.host, port=args.port)
+    # No token configured: one for this run, shown once, so the dashboard is usable.
+    token = None if settings.admin_token_list else secrets.token_urlsafe(32)
+    dashboard = (settings.dashboard_host, settings.dashboard_port, token)
+    return run_pipeline(host=args.host, port=args.port, dashboard=dashboard)
+
+
+# -- dashboard and catalogue --------------------------------------------------------
+
+
+def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if not settings.admin_token_list:
+        raise ConfigError(
+            "VIDPULSE_ADMIN_TOKENS is not set: give the dashboard at least one token "
+            "(24+ characters, comma-separated)"
+        )
+    host = args.host or settings.dashboard_host
+    port = args.port or settings.dashboard_port
+    print(f"vidpulse dashboard on http://{host}:{port}/ (API under /api/v1)", flush=True)
+    uvicorn.run(
+        "dashboard.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dashboard.catalogue import MissingColumns, import_csv
+
+    try:
+        report = import_csv(settings, Path(args.file))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"vidpulse: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except (MissingColumns, UnicodeDecodeError) as exc:
+        print(f"vidpulse: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except psycopg.OperationalError as exc:
+        raise CommandError(
+            f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
+        ) from None
+    for bad in report.bad:
+        print(f"{args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
+    print(
+        f"catalogue: {report.created + report.updated} rows imported "
+        f"({report.created} created, {report.updated} updated), {len(report.bad)} bad rows"
+    )
+    return EXIT_FAILURE if report.bad and not (report.created + report.updated) else 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -201,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dashboard", help="serve the dashboard (JSON API and pages)")
+    p.add_argument("--host", help="default VIDPULSE_DASHBOARD_HOST (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default VIDPULSE_DASHBOARD_PORT (8001)")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("catalogue", help="fill the catalogue of videos (titles, courses)")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", help="CSV with a header: video_id,title[,course_id,course_title,...]")
+    p.set_defaults(func=cmd_catalogue)
 
     p = sub.add_parser("status", help="per consumer group: consumers, pending, lag, dead letters")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -23,10 +24,22 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "vidpulse", *args]
 
 
-def run_pipeline(*, host: str, port: int) -> int:
-    """Run until SIGINT/SIGTERM; restart a child that dies; stop all children cleanly."""
+def run_pipeline(
+    *, host: str, port: int, dashboard: tuple[str, int, str | None] | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM; restart a child that dies; stop all children cleanly.
+
+    `dashboard`: (host, port, token) to run the dashboard too; a token made for this
+    run, or None when VIDPULSE_ADMIN_TOKENS holds them.
+    """
     name = socket.gethostname()
     children = {"ingest": _command("ingest", "--host", host, "--port", str(port))}
+    env = dict(os.environ)
+    if dashboard is not None:
+        d_host, d_port, token = dashboard
+        children["dashboard"] = _command("dashboard", "--host", d_host, "--port", str(d_port))
+        if token is not None:
+            env["VIDPULSE_ADMIN_TOKENS"] = token
     for processor in PROCESSORS:
         # Stable consumer names: a restarted child finishes its own pending entries first.
         children[processor] = _command("process", processor, "--consumer", f"{name}-run")
@@ -34,7 +47,7 @@ def run_pipeline(*, host: str, port: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    running = {key: subprocess.Popen(cmd) for key, cmd in children.items()}
+    running = {key: subprocess.Popen(cmd, env=env) for key, cmd in children.items()}
     log.info(
         "pipeline_started", ingest=f"http://{host}:{port}/v1/events", processors=list(PROCESSORS)
     )
@@ -43,13 +56,20 @@ def run_pipeline(*, host: str, port: int) -> int:
         f"tracker at http://{host}:{port}/v1/tracker.js. Ctrl-C stops everything.",
         flush=True,
     )
+    if dashboard is not None:
+        print(
+            f"dashboard at http://{dashboard[0]}:{dashboard[1]}/ "
+            f"(API: Authorization: Bearer <token>); admin token: "
+            f"{dashboard[2] or 'one of VIDPULSE_ADMIN_TOKENS'}",
+            flush=True,
+        )
     while not stop.wait(0.5):
         for key, proc in list(running.items()):
             code = proc.poll()
             if code is not None and not stop.is_set():
                 log.warning("child_exited_restarting", child=key, exit_code=code)
                 time.sleep(_RESTART_DELAY_S)
-                running[key] = subprocess.Popen(children[key])
+                running[key] = subprocess.Popen(children[key], env=env)
     for proc in running.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
