@@ -76,7 +76,7 @@ class Cache:
             log.warning("cache_unavailable", error=str(exc))
             return encode(await compute())
         if hit is not None:
-            return bytes(hit)
+            return hit.encode() if isinstance(hit, str) else hit
         body = encode(await compute())
         try:
             await self.client.set(key, body, ex=self.ttl)

@@ -33,14 +33,12 @@ def share(part: float, whole: float) -> float | None:
 
 
 def daily(days: list[dict[str, Any]], day_from: str, day_to: str) -> dict[str, Any]:
-    """A daily series: chart data (watch time in hours), table rows, and the range in words.
-
-    `rows` is empty when no day of the range has a view or a second watched.
+    """A daily series: chart data (every day; watch time in hours), the range in words, and
+    table rows (the days with any activity, so an empty month is not a page of zeros).
     """
-    active = any(d["views"] or d["watch_seconds"] or d["completions"] for d in days)
     return {
         "range": f"{day_from} to {day_to} (UTC)",
-        "rows": days if active else [],
+        "rows": [d for d in days if d["views"] or d["watch_seconds"] or d["completions"]],
         "chart": {
             "labels": [d["day"][5:] for d in days],
             "views": [d["views"] for d in days],

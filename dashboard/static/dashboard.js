@@ -38,6 +38,8 @@
   Chart.defaults.animation = false;
   Chart.defaults.plugins.legend.labels.boxWidth = 12;
   Chart.defaults.plugins.legend.labels.boxHeight = 12;
+  // The legend in the order the datasets are listed, whatever order they are drawn in.
+  Chart.defaults.plugins.legend.labels.sort = function (a, b) { return a.datasetIndex - b.datasetIndex; };
   Chart.defaults.plugins.tooltip.backgroundColor = COLORS.ink;
 
   function percentAxis(title, max) {

@@ -401,7 +401,8 @@ def test_security_headers_on_every_response(api: TestClient) -> None:
         api.get("/api/v1/overview", headers={"Authorization": ""}),
     ):
         csp = response.headers["content-security-policy"]
-        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
         assert "frame-ancestors 'none'" in csp
         assert response.headers["referrer-policy"] == "no-referrer"
         assert response.headers["x-content-type-options"] == "nosniff"
