@@ -99,7 +99,18 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
     """The one-video page: retention per segment, key moments, funnel, devices, daily."""
     summary = answer["summary"]
     views = summary["views"]
-    segments = [{**s, "range": formats.span(s["start_s"], s["end_s"])} for s in answer["segments"]]
+    duration = summary.get("duration_s")
+
+    def span(segment: dict[str, Any]) -> str:
+        # The last segment of a video ends with the video, not at a whole segment.
+        end = min(segment["end_s"], duration) if duration else segment["end_s"]
+        return formats.span(segment["start_s"], max(end, segment["start_s"]))
+
+    segments = [{**s, "range": span(s)} for s in answer["segments"]]
+    key_moments = {
+        kind: [{**s, "range": span(s)} for s in found]
+        for kind, found in answer["key_moments"].items()
+    }
     course = summary.get("course_title") or summary.get("course_id")
     return {
         "section": "videos",
@@ -134,7 +145,7 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
                 "share of the video a session saw",
             ),
         ],
-        "moments": moments(answer["key_moments"], views),
+        "moments": moments(key_moments, segments, views),
         "segments": {
             "rows": segments if any(s["views"] for s in segments) else [],
             "chart": {
@@ -153,33 +164,59 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
     }
 
 
-def moments(key_moments: dict[str, list[dict[str, Any]]], views: int) -> list[dict[str, str]]:
-    """The key moments in words: where people rewatch most, where most of them leave."""
+def moments(
+    key_moments: dict[str, list[dict[str, Any]]],
+    segments: list[dict[str, Any]],
+    views: int,
+) -> list[dict[str, str]]:
+    """The key moments in words: where views rewatch most, where most of them stop, and
+    where half of the views are gone."""
     out: list[dict[str, str]] = []
     rewatched = [s for s in key_moments.get("most_rewatched", []) if (s.get("rewatch") or 0) > 1]
-    for rank, s in enumerate(rewatched):
+    if rewatched:
+        top, *more = rewatched
         out.append(
             {
                 "kind": "rewatch",
-                "text": "Most rewatched:" if rank == 0 else "Also rewatched:",
-                "range": formats.span(s["start_s"], s["end_s"]),
-                "detail": f"played {formats.times(s['rewatch'])} on average by the views there",
+                "text": "Most rewatched:",
+                "range": top["range"],
+                "detail": f"played {formats.times(top['rewatch'])} per view there" + _next(more),
             }
         )
-    dropped = [s for s in key_moments.get("most_drop_offs", []) if s.get("drop_offs")]
-    for rank, s in enumerate(dropped):
-        left = s["drop_offs"]
-        of_views = f", {formats.pct(share(left, views))} of views" if views else ""
+    # Sessions that watched to the end stop in the last segment: that is no drop-off.
+    last = segments[-1]["start_s"] if segments else None
+    dropped = [
+        s
+        for s in key_moments.get("most_drop_offs", [])
+        if s.get("drop_offs") and s["start_s"] != last
+    ]
+    if dropped:
+        top, *more = dropped
+        left = top["drop_offs"]
         out.append(
             {
                 "kind": "drop",
-                "text": "Biggest drop-off:" if rank == 0 else "Also a drop-off:",
-                "range": formats.span(s["start_s"], s["end_s"]),
-                "detail": f"{formats.num(left)} session{'' if left == 1 else 's'} "
-                f"stopped here{of_views}",
+                "text": "Biggest drop-off:",
+                "range": top["range"],
+                "detail": f"{formats.num(left)} session{'' if left == 1 else 's'} stopped there, "
+                f"{formats.pct(share(left, views))} of views" + _next(more),
+            }
+        )
+    half = next((s for s in segments if (s["retention_pct"] or 0) < 50), None)
+    if half is not None and views:
+        out.append(
+            {
+                "kind": "drop",
+                "text": "Half of the views are gone by",
+                "range": half["range"],
+                "detail": f"{formats.pct(half['retention_pct'])} of views reach it",
             }
         )
     return out
+
+
+def _next(more: list[dict[str, Any]]) -> str:
+    return f"; next: {', '.join(s['range'] for s in more)}" if more else ""
 
 
 def funnel(steps: list[dict[str, Any]], viewers: int) -> dict[str, Any]:
@@ -239,6 +276,7 @@ def pipeline(report: dict[str, Any]) -> dict[str, Any]:
             ),
             stat("dead_letters", "Dead letters", formats.num(report["dead_letters"])),
         ],
+        "backlog": any(g["lag"] or g["pending"] or g["dead_letters"] for g in groups),
         "chart_data": {
             "labels": [g["group"] for g in groups],
             "lag": [g["lag"] or 0 for g in groups],
