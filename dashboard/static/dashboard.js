@@ -27,6 +27,9 @@
   };
   var PALETTE = ["#3657c9", "#0f766e", "#c2410c", "#7c3aed", "#b45309", "#64748b"];
 
+  // On a phone the axis titles take the room the data needs; the tables say the units.
+  var narrow = window.matchMedia("(max-width: 600px)").matches;
+
   var integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
   var decimal = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
 
@@ -48,7 +51,7 @@
       position: "left",
       min: 0,
       suggestedMax: max,
-      title: { display: true, text: title },
+      title: { display: !narrow, text: title },
       ticks: { callback: function (v) { return v + "%"; } },
     };
   }
@@ -58,7 +61,7 @@
       type: "linear",
       position: position,
       beginAtZero: true,
-      title: { display: !!title, text: title || "" },
+      title: { display: !!title && !narrow, text: title || "" },
       grid: { drawOnChartArea: position === "left" },
       ticks: { precision: 0, callback: function (v) { return integer.format(v); } },
     };
@@ -118,7 +121,7 @@
               position: "right",
               min: 0,
               suggestedMax: 2,
-              title: { display: true, text: "rewatch ×" },
+              title: { display: !narrow, text: "rewatch ×" },
               grid: { drawOnChartArea: false },
               ticks: { callback: function (v) { return decimal.format(v) + "×"; } },
             },
@@ -163,7 +166,7 @@
             y: countAxis("left", "views"),
             y2: {
               type: "linear", position: "right", beginAtZero: true,
-              title: { display: true, text: "watch hours" },
+              title: { display: !narrow, text: "watch hours" },
               grid: { drawOnChartArea: false },
               ticks: { callback: function (v) { return decimal.format(v); } },
             },
