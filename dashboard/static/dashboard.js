@@ -67,6 +67,13 @@
     };
   }
 
+  // A quiet line through empty days: dots only where something happened.
+  function dotUnlessZero(context) {
+    return context.raw ? 2 : 0;
+  }
+
+  Chart.defaults.datasets.bar.maxBarThickness = 56;
+
   var BUILDERS = {
     /* Share of the video's views that covered each segment, with the share that left
      * there (drop-offs) as bars and how often a segment was watched (rewatch) on the right. */
@@ -156,7 +163,7 @@
               backgroundColor: COLORS.tealFill, borderRadius: 3, order: 2 },
             { type: "line", label: "Watch hours", data: d.watch_hours, yAxisID: "y2",
               borderColor: COLORS.warn, backgroundColor: COLORS.warn, borderWidth: 2,
-              pointRadius: 2, tension: 0.25, order: 1 },
+              pointRadius: dotUnlessZero, tension: 0.25, order: 1 },
           ],
         },
         options: {
@@ -215,7 +222,7 @@
         options: {
           cutout: "62%",
           plugins: {
-            legend: { position: "right" },
+            legend: { position: narrow ? "bottom" : "right" },
             tooltip: {
               callbacks: {
                 label: function (item) {
