@@ -37,6 +37,8 @@ def daily(days: list[dict[str, Any]], day_from: str, day_to: str) -> dict[str, A
     table rows (the days with any activity, so an empty month is not a page of zeros).
     """
     return {
+        "from": day_from,
+        "to": day_to,
         "range": f"{day_from} to {day_to} (UTC)",
         "rows": [d for d in days if d["views"] or d["watch_seconds"] or d["completions"]],
         "chart": {
@@ -224,7 +226,7 @@ def funnel(steps: list[dict[str, Any]], viewers: int) -> dict[str, Any]:
         {
             "label": f"{step['milestone']}% of the video",
             "count": step["viewers"],
-            "pct": step["pct_of_viewers"],
+            "share": step["pct_of_viewers"],
         }
         for step in steps
     ]

@@ -39,6 +39,8 @@
   Chart.defaults.borderColor = COLORS.grid;
   Chart.defaults.maintainAspectRatio = false;
   Chart.defaults.animation = false;
+  // Curves that never overshoot the data (no watch time below zero between two days).
+  Chart.defaults.datasets.line.cubicInterpolationMode = "monotone";
   Chart.defaults.plugins.legend.labels.boxWidth = 12;
   Chart.defaults.plugins.legend.labels.boxHeight = 12;
   // The legend in the order the datasets are listed, whatever order they are drawn in.

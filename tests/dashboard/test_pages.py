@@ -191,6 +191,17 @@ def test_an_empty_database_shows_no_data_yet(browser: TestClient) -> None:
         assert "No data yet" in response.text
 
 
+def test_the_daily_chart_shows_the_days_asked_for(fed: Feeder, browser: TestClient) -> None:
+    """?from=&to= choose the days of the daily chart; days without views say so."""
+    log_in(browser)
+    response = browser.get("/?from=2020-01-01&to=2020-01-07")
+    assert response.status_code == 200
+    assert 'value="2020-01-01"' in response.text
+    assert "No views in this period" in response.text
+    recent = browser.get("/videos/video-00000").text
+    assert 'id="chart-daily-data"' in recent
+
+
 def test_bad_page_parameters_and_unknown_videos_get_a_page_not_a_trace(
     browser: TestClient,
 ) -> None:
@@ -202,6 +213,8 @@ def test_bad_page_parameters_and_unknown_videos_get_a_page_not_a_trace(
         "/videos?cursor=not-a-cursor": 200,
         "/videos/no%20such": 400,
         "/videos/never-seen": 404,
+        "/?from=2026-13-01": 400,
+        "/?from=2026-01-10&to=2026-01-01": 400,
     }
     for path, status in cases.items():
         response = browser.get(path)
