@@ -168,7 +168,7 @@ async def videos_page(request: Request) -> Response:
         course_id=params.ident(query_params, "course_id"),
         include_preview=params.boolean(query_params, "include_preview", False),
         q=params.text(query_params, "q"),
-        limit=VIDEOS_PER_PAGE,
+        limit=params.limit(query_params, VIDEOS_PER_PAGE),
         cursor=params.text(query_params, "cursor"),
     )
     filters = {
@@ -176,6 +176,8 @@ async def videos_page(request: Request) -> Response:
         "course_id": query.course_id or "",
         "include_preview": query.include_preview,
     }
+    # Kept in every link (sort, next page), but not a filter a person clears.
+    size = {"limit": query.limit if query.limit != VIDEOS_PER_PAGE else None}
     error = None
     try:
         answer = orjson.loads(await reads.videos_json(request, query))
@@ -185,7 +187,7 @@ async def videos_page(request: Request) -> Response:
     def sort_link(key: str) -> str:
         # A second click on the sorted column turns the order round.
         order = "asc" if key == query.sort and query.order == "desc" else "desc"
-        return _videos_url(request, **filters, sort=key, order=order)
+        return _videos_url(request, **filters, **size, sort=key, order=order)
 
     return render(
         request,
@@ -199,10 +201,15 @@ async def videos_page(request: Request) -> Response:
             "sort_links": {key: sort_link(key) for key in videos_data.SORTS},
             "next_link": answer["next_cursor"]
             and _videos_url(
-                request, **filters, sort=query.sort, order=query.order, cursor=answer["next_cursor"]
+                request,
+                **filters,
+                **size,
+                sort=query.sort,
+                order=query.order,
+                cursor=answer["next_cursor"],
             ),
             "first_link": query.cursor
-            and _videos_url(request, **filters, sort=query.sort, order=query.order),
+            and _videos_url(request, **filters, **size, sort=query.sort, order=query.order),
             "error": error,
         },
     )

@@ -6,9 +6,11 @@ server side without a browser, against real Redis and PostgreSQL.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -222,3 +224,47 @@ def test_bad_page_parameters_and_unknown_videos_get_a_page_not_a_trace(
         assert response.headers["content-type"].startswith("text/html"), path
         assert "Traceback" not in response.text
     assert "That page link is out of date" in browser.get("/videos?cursor=x").text
+
+
+def test_the_videos_pages_walk_every_video_once_in_the_chosen_order(
+    fed: Feeder, browser: TestClient, db: Any
+) -> None:
+    """Following "Next page" (keyset cursor) lists each non-preview video once, sorted as
+    asked, and the sort links keep the filters."""
+    log_in(browser)
+    expected = [
+        row[0]
+        for row in db.execute(
+            "SELECT m.video_id FROM video_metrics m LEFT JOIN videos c USING (video_id)"
+            " WHERE NOT coalesce(c.is_preview, EXISTS (SELECT 1 FROM progress_sessions p"
+            "  WHERE p.video_id = m.video_id AND p.is_preview))"
+            " ORDER BY m.watch_seconds ASC, m.video_id ASC"
+        )
+    ]
+    seen: list[str] = []
+    url: str | None = "/videos?sort=watch_seconds&order=asc&limit=3"
+    while url:
+        page = browser.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r'href="http://dash.test/videos/([^"?]+)"', page.text)
+        found = re.search(r'href="([^"]+)" rel="next"', page.text)
+        url = html.unescape(found[1]) if found else None
+    assert seen == expected
+    assert len(expected) > 3
+    sorted_page = browser.get("/videos?q=video-0&limit=3").text
+    assert html.escape("/videos?q=video-0&limit=3&sort=views&order=asc") in sorted_page
+
+
+def test_a_catalogued_video_without_views_has_a_page_saying_so(
+    browser: TestClient, api: TestClient
+) -> None:
+    """A video only in the catalogue: its page renders with its title and no-data notes."""
+    entry = {"title": "Coming soon", "duration_s": 95}
+    assert api.put("/api/v1/videos/fresh-video", json=entry).status_code == 201
+    log_in(browser)
+    page = browser.get("/videos/fresh-video")
+    assert page.status_code == 200
+    assert "Coming soon" in page.text
+    assert "1:35 long" in page.text
+    assert "No segment of this video has been played" in page.text
+    assert "No viewers yet" in page.text
