@@ -54,7 +54,10 @@ templates.env.filters.update(formats.FILTERS)
 
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    return templates.TemplateResponse(request, name, context, status_code=status)
+    """A page; never stored by a browser or proxy (it holds data and the form token)."""
+    return templates.TemplateResponse(
+        request, name, context, status_code=status, headers={"Cache-Control": "no-store"}
+    )
 
 
 # --- logging in and out ------------------------------------------------------------

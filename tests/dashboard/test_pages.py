@@ -171,6 +171,7 @@ def test_pages_need_no_inline_script_or_style_and_escape_titles(
     for path in (*PAGES, "/login"):
         response = browser.get(path)
         assert response.status_code == 200, path
+        assert response.headers["cache-control"] == "no-store"
         csp = response.headers["content-security-policy"]
         assert "unsafe-inline" not in csp
         assert "script-src 'self'" in csp
