@@ -275,6 +275,16 @@ def test_dashboard_pages_in_a_browser(
     assert problems(tab) == []
     tab.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
+    # The checks above would see a violation: an inline script added to a page is
+    # refused by the CSP, and the hook reports it.
+    tab.js(
+        "const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+        " document.body.append(s);"
+    )
+    seen = eventually(lambda: problems(tab), "the CSP violation report")
+    assert any(p.startswith("csp: script-src") for p in seen), seen
+    assert not tab.js("return window.ran")
+
     # Logout: every page asks for the login again.
     tab.driver.find_element(By.CSS_SELECTOR, ".logout button").click()
     eventually(lambda: tab.driver.current_url == f"{origin}/login", "the login page after logout")
