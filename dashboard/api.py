@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from dashboard import params, reads
 from dashboard.catalogue import UPSERT, CatalogueEntry, describe, row_params
@@ -167,7 +167,7 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(document())
 
 
-routes: list[BaseRoute] = [
+routes: list[Route] = [
     Route("/overview", overview, methods=["GET"]),
     Route("/videos", videos, methods=["GET"]),
     Route("/videos/popular", popular, methods=["GET"]),

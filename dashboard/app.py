@@ -22,13 +22,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard.api import routes as api_routes
 from dashboard.auth import BearerAuth
-from dashboard.cache import Cache
+from dashboard.cache import AnswerMemo, Cache
 from dashboard.pages import routes as page_routes
 from dashboard.responses import ApiError, JSONResponse
 from vidpulse.settings import Settings
@@ -49,6 +49,19 @@ SECURITY_HEADERS = [
 ]
 
 
+API_PREFIX = "/api/v1"
+
+
+class PageSession(SessionMiddleware):
+    """The signed session cookie, for the pages only: the API authenticates by token."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 class SecurityHeaders:
     """ASGI middleware: the security headers on every response, errors included."""
 
@@ -62,7 +75,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -132,14 +145,16 @@ def create_app(settings: Settings) -> Starlette:
             await client.aclose()
 
     routes = [
-        Mount("/api/v1", routes=api_routes, middleware=[Middleware(BearerAuth, settings=settings)]),
+        *(Route(API_PREFIX + r.path, r.endpoint, methods=r.methods) for r in api_routes),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         *page_routes,
     ]
     middleware = [
         Middleware(SecurityHeaders),
+        Middleware(BearerAuth, settings=settings, prefix="/api/"),
+        Middleware(AnswerMemo, settings=settings, prefix=API_PREFIX + "/"),
         Middleware(
-            SessionMiddleware,
+            PageSession,
             secret_key=settings.session_secret,
             session_cookie="vidpulse_session",
             https_only=False,

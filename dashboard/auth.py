@@ -39,14 +39,15 @@ def bearer_token(authorization: str) -> str | None:
 
 
 class BearerAuth:
-    """ASGI middleware: 401 JSON unless `Authorization: Bearer <admin token>`."""
+    """ASGI middleware: under `prefix`, 401 JSON unless `Authorization: Bearer <admin token>`."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, prefix: str = "/") -> None:
         self.app = app
         self.settings = settings
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
         header = ""

@@ -15,6 +15,7 @@ newer than the data it was computed from.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpulse.keys import Keys, text
 from vidpulse.settings import Settings
@@ -50,6 +52,86 @@ def params_digest(params: Mapping[str, Any]) -> str:
     return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
+# One round trip: read the version counters, build the entry key, GET it. Returns
+# {versions, hit or false}. (The entry key is not in KEYS: fine on one Redis node,
+# which is what the dashboard's cache runs on.)
+_LOOKUP = """
+local versions = {}
+for i, v in ipairs(redis.call('MGET', unpack(KEYS))) do
+  versions[i] = v or '0'
+end
+local vector = table.concat(versions, '.')
+local hit = redis.call('GET', ARGV[1] .. vector .. ':' .. ARGV[2])
+return {vector, hit}
+"""
+
+_MEMO_MAX_ENTRIES = 1024
+_MEMO_MAX_BODY = 1 << 20
+
+
+class AnswerMemo:
+    """ASGI middleware: each process keeps its successful GET answers for a moment.
+
+    For `VIDPULSE_CACHE_LOCAL_MS` (default 250 ms, 0 turns it off) an identical
+    request (path, query, Accept) is answered from memory, without routing, Redis or
+    PostgreSQL: what a busy dashboard asks many times a second costs almost nothing,
+    and an answer is still never older than that plus the processors' bump (a few
+    milliseconds after their commit), inside the one second the dashboard promises.
+    It sits behind the bearer check, so every request is still authenticated.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, prefix: str) -> None:
+        self.app = app
+        self.ttl = settings.cache_local_ms / 1000
+        self.prefix = prefix
+        self._held: dict[tuple[str, bytes, bytes], tuple[float, Message, bytes]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.ttl <= 0
+            or scope["type"] != "http"
+            or scope["method"] != "GET"
+            or not scope["path"].startswith(self.prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        accept = b""
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+        key = (scope["path"], scope["query_string"], accept)
+        now = time.monotonic()
+        held = self._held.get(key)
+        if held is not None and held[0] > now:
+            await send(held[1])
+            await send({"type": "http.response.body", "body": held[2]})
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def keep(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = dict(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._keep(key, now, start, chunks)
+            await send(message)
+
+        await self.app(scope, receive, keep)
+
+    def _keep(
+        self, key: tuple[str, bytes, bytes], now: float, start: Message | None, chunks: list[bytes]
+    ) -> None:
+        body = b"".join(chunks)
+        if start is None or start["status"] != 200 or len(body) > _MEMO_MAX_BODY:
+            return
+        if len(self._held) >= _MEMO_MAX_ENTRIES:
+            self._held.clear()
+        self._held[key] = (now + self.ttl, start, body)
+
+
 class Cache:
     """Answers by (endpoint, versions of its scopes, parameters); Redis errors bypass it."""
 
@@ -57,6 +139,7 @@ class Cache:
         self.client = client
         self.keys = Keys(settings.stream)
         self.ttl = settings.cache_ttl_seconds
+        self._lookup = client.register_script(_LOOKUP)
 
     async def json(
         self,
@@ -68,15 +151,16 @@ class Cache:
         """The answer as JSON bytes: from Redis when fresh, else computed and stored."""
         digest = params_digest(params)
         try:
-            raw_versions = await self.client.mget([self.keys.cache_version(s) for s in scopes])
-            versions = ".".join(text(v) if v is not None else "0" for v in raw_versions)
-            key = self.keys.cache_entry(endpoint, versions, digest)
-            hit = await self.client.get(key)
+            vector, hit = await self._lookup(
+                keys=[self.keys.cache_version(s) for s in scopes],
+                args=[self.keys.cache_entry(endpoint, "", "")[:-1], digest],
+            )
         except (RedisError, OSError) as exc:
             log.warning("cache_unavailable", error=str(exc))
             return encode(await compute())
-        if hit is not None:
-            return hit.encode() if isinstance(hit, str) else hit
+        if hit:
+            return hit.encode() if isinstance(hit, str) else bytes(hit)
+        key = self.keys.cache_entry(endpoint, text(vector), digest)
         body = encode(await compute())
         try:
             await self.client.set(key, body, ex=self.ttl)

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     admin_tokens: str = Field("", description="comma-separated API/login tokens, >= 24 chars each")
     secret_key: str = Field("", description="session-cookie key; empty: derived from the tokens")
     cache_ttl_seconds: int = Field(300, gt=0)
+    cache_local_ms: int = Field(250, ge=0, le=500, description="per-process memo of answers")
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8001, gt=0, lt=65536)
 

@@ -118,3 +118,30 @@ def test_redis_down_serves_from_postgresql(
     [totals] = sql_rows(db, "SELECT sum(views)::bigint AS views FROM video_metrics")
     assert response.status_code == 200
     assert response.json()["views"] == totals["views"]
+
+
+def test_the_process_memo_answers_briefly_and_never_skips_auth(
+    fed: Feeder, make_settings: Any, db: psycopg.Connection[Any]
+) -> None:
+    """With the memo on, new commits still show within its moment, and tokens are checked."""
+    import time
+
+    from dashboard.app import create_app
+    from tests.dashboard.conftest import AUTH, TOKEN
+
+    settings = make_settings(admin_tokens=TOKEN, cache_local_ms=200, stream=fed.settings.stream)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        first = client.get("/api/v1/overview")
+        before = pool_requests(client)
+        assert client.get("/api/v1/overview").content == first.content
+        assert pool_requests(client) == before
+        denied = client.get("/api/v1/overview", headers={"Authorization": "Bearer " + "x" * 30})
+        assert denied.status_code == 401
+        fed.feed(fed.sessions(9, sessions=30))
+        [totals] = sql_rows(db, "SELECT sum(views)::bigint AS views FROM video_metrics")
+        deadline = time.monotonic() + 10
+        views = first.json()["views"]
+        while views != totals["views"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            views = client.get("/api/v1/overview").json()["views"]
+        assert views == totals["views"] > first.json()["views"]
