@@ -258,11 +258,8 @@ def devices(split: list[dict[str, Any]]) -> dict[str, Any]:
 
 def pipeline(report: dict[str, Any]) -> dict[str, Any]:
     """The pipeline page: per consumer group its lag, pending entries and dead letters."""
-    groups = [
-        {**g, "healthy": not g["pending"] and not g["lag"] and g["lag"] is not None}
-        for g in report["groups"]
-    ]
-    behind = [g["group"] for g in groups if not g["healthy"]]
+    groups = [{**g, "state": _group_state(g)} for g in report["groups"]]
+    behind = [g["group"] for g in groups if g["state"] == "behind"]
     return {
         "section": "pipeline",
         "report": report,
@@ -286,3 +283,11 @@ def pipeline(report: dict[str, Any]) -> dict[str, Any]:
             "dead": [g["dead_letters"] for g in groups],
         },
     }
+
+
+def _group_state(group: dict[str, Any]) -> str:
+    """'behind' with entries unread or unacknowledged, 'caught up' without; Redis cannot
+    always count the unread ones (lag None, after entries were deleted): 'lag unknown'."""
+    if group["pending"] or group["lag"]:
+        return "behind"
+    return "caught up" if group["lag"] is not None else "lag unknown"
