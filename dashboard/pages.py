@@ -29,6 +29,14 @@ CSRF_KEY = "csrf"
 MAX_FORM_BYTES = 4096
 MAX_TOKEN_CHARS = 1024
 VIDEOS_PER_PAGE = 50
+# The API's sort keys, as the videos page names them.
+SORT_LABELS = {
+    "views": "Views",
+    "watched_50": "Reached 50%",
+    "completion_rate": "Completion rate",
+    "watch_seconds": "Watch time",
+    "last_event_at": "Last activity",
+}
 POPULAR_ON_OVERVIEW = 5
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -202,6 +210,7 @@ async def videos_page(request: Request) -> Response:
             "order": query.order,
             "filters": {**filters, "active": any(filters.values())},
             "sort_links": {key: sort_link(key) for key in videos_data.SORTS},
+            "sort_labels": SORT_LABELS,
             "next_link": answer["next_cursor"]
             and _videos_url(
                 request,

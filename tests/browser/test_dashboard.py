@@ -269,9 +269,10 @@ def test_dashboard_pages_in_a_browser(
     chart(tab, "chart-retention")
     assert tab.js("return document.documentElement.scrollWidth") <= 360
     screenshot(tab, "video-360px")
-    tab.open(f"{origin}/")
-    assert tab.js("return document.documentElement.scrollWidth") <= 360
-    screenshot(tab, "overview-360px")
+    for name, path in (("overview", "/"), ("videos", "/videos"), ("pipeline", "/pipeline")):
+        tab.open(origin + path)
+        assert tab.js("return document.documentElement.scrollWidth") <= 360, path
+        screenshot(tab, f"{name}-360px")
     assert problems(tab) == []
     tab.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 

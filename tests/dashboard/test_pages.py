@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from dashboard.app import create_app
+from dashboard.data.videos import SORTS
 from tests.dashboard.conftest import AUTH, TOKEN, Feeder
 from vidpulse.settings import Settings
 
@@ -254,6 +255,8 @@ def test_the_videos_pages_walk_every_video_once_in_the_chosen_order(
     assert len(expected) > 3
     sorted_page = browser.get("/videos?q=video-0&limit=3").text
     assert html.escape("/videos?q=video-0&limit=3&sort=views&order=asc") in sorted_page
+    for key in SORTS:  # the page offers every order the API knows
+        assert f'<option value="{key}"' in sorted_page
 
 
 def test_a_catalogued_video_without_views_has_a_page_saying_so(
