@@ -121,6 +121,7 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
             "video_id": answer["video_id"],
             "is_preview": summary.get("is_preview"),
             "course": course,
+            "course_id": summary.get("course_id"),
             "duration_s": summary.get("duration_s"),
             "last_event_at": summary.get("last_event_at"),
         },

@@ -263,12 +263,16 @@ def test_a_catalogued_video_without_views_has_a_page_saying_so(
     browser: TestClient, api: TestClient
 ) -> None:
     """A video only in the catalogue: its page renders with its title and no-data notes."""
-    entry = {"title": "Coming soon", "duration_s": 95}
+    entry = {"title": "Coming soon", "duration_s": 95, "course_id": "c-7", "course_title": "C & D"}
     assert api.put("/api/v1/videos/fresh-video", json=entry).status_code == 201
     log_in(browser)
     page = browser.get("/videos/fresh-video")
     assert page.status_code == 200
     assert "Coming soon" in page.text
     assert "1:35 long" in page.text
+    assert (
+        'href="http://dash.test/videos?course_id=c-7&amp;include_preview=true">C &amp; D</a>'
+        in page.text
+    )
     assert "No segment of this video has been played" in page.text
     assert "No viewers yet" in page.text
