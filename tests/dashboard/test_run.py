@@ -1,0 +1,66 @@
+"""`vidpulse run` starts the dashboard with a token made for the run, and says so."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from tests.commands import settings_env, start_vidpulse
+from vidpulse.devservices import free_port
+from vidpulse.settings import Settings
+
+
+def _wait_for(check: Any, deadline_s: float, what: str) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _status(url: str, headers: dict[str, str]) -> int | None:
+    try:
+        return httpx2.get(url, headers=headers, timeout=2).status_code
+    except httpx2.HTTPError:
+        return None
+
+
+def test_run_prints_the_dashboard_url_and_a_working_token(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Without VIDPULSE_ADMIN_TOKENS, run makes a token, prints it, and the API takes it."""
+    port, dash_port = free_port(), free_port()
+    env = settings_env(settings, VIDPULSE_DASHBOARD_PORT=str(dash_port))
+    env.pop("VIDPULSE_ADMIN_TOKENS", None)
+    log_path = tmp_path / "run.log"
+    with log_path.open("wb") as log:
+        proc = start_vidpulse("run", "--port", str(port), env=env, log=log)
+        try:
+            line = _wait_for(
+                lambda: re.search(r"dashboard at (\S+) .*admin token: (\S+)", log_path.read_text()),
+                60,
+                "the dashboard line",
+            )
+            url, token = line.group(1), line.group(2)
+            assert url == f"http://127.0.0.1:{dash_port}/"
+            assert len(token) >= 32
+            api = f"{url}api/v1/overview"
+            good = {"Authorization": f"Bearer {token}"}
+            assert _wait_for(lambda: _status(api, good), 60, "the dashboard") == 200
+            assert _status(api, {"Authorization": "Bearer " + "x" * 40}) == 401
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = log_path.read_text(errors="replace")
+    assert code == 0, output
+    assert "Traceback" not in output, output
