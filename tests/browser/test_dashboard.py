@@ -200,6 +200,7 @@ def test_dashboard_pages_in_a_browser(
         lambda: tab.driver.find_elements(By.ID, "login-error"), "the wrong-token message"
     )
     assert "not valid" in message[0].text
+    screenshot(tab, "login-wrong-token")
     assert [p for p in problems(tab) if "401 (Unauthorized)" not in p] == []
     login(tab, TOKEN)
     eventually(lambda: tab.driver.current_url == f"{origin}/", "the overview after login")
