@@ -39,21 +39,28 @@ SELECT (SELECT count(*) FROM video_metrics) AS videos,
        (SELECT coalesce(sum(views), 0)::bigint FROM video_metrics) AS views,
        (SELECT coalesce(sum(watch_seconds), 0) FROM video_metrics) AS watch_seconds,
        (SELECT coalesce(sum(completions), 0)::bigint FROM video_metrics) AS completions,
-       (SELECT count(DISTINCT viewer_id) FROM video_watch_progress) AS unique_viewers,
+       (SELECT count(*) FROM (SELECT viewer_id FROM video_watch_progress GROUP BY 1) v)
+           AS unique_viewers,
        (SELECT round(avg(rate), 2) FROM rates) AS avg_completion_rate_pct,
        (SELECT count(*) FROM rates WHERE rate > 75) AS above_75,
        (SELECT count(*) FROM rates WHERE rate >= 50 AND rate <= 75) AS from_50_to_75,
        (SELECT count(*) FROM rates WHERE rate < 50) AS below_50
 """
 
+# Aggregated over the range first, then joined to every day: joining the days to the
+# rows first makes PostgreSQL walk the whole table through the day index.
 DAILY = """
-SELECT d::date AS day,
-       coalesce(sum(m.views), 0)::bigint AS views,
-       coalesce(sum(m.watch_seconds), 0)::float8 AS watch_seconds,
-       coalesce(sum(m.completions), 0)::bigint AS completions
+WITH totals AS (
+    SELECT day, sum(views)::bigint AS views, sum(watch_seconds)::float8 AS watch_seconds,
+           sum(completions)::bigint AS completions
+    FROM video_metrics_daily
+    WHERE day BETWEEN %(from)s AND %(to)s
+    GROUP BY day
+)
+SELECT d::date AS day, coalesce(t.views, 0) AS views,
+       coalesce(t.watch_seconds, 0) AS watch_seconds, coalesce(t.completions, 0) AS completions
 FROM generate_series(%(from)s::date, %(to)s::date, interval '1 day') AS d
-LEFT JOIN video_metrics_daily m ON m.day = d::date
-GROUP BY d
+LEFT JOIN totals t ON t.day = d::date
 ORDER BY d
 """
 
