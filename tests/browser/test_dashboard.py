@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from dashboard.app import create_app as create_dashboard
-from dashboard.formats import clock
+from dashboard.formats import clock, hours, pct
 from processors.registry import PROCESSORS
 from tests.browser.chromium import Tab, eventually
 from tests.browser.servers import LiveIngest
@@ -206,13 +206,18 @@ def test_dashboard_pages_in_a_browser(
     eventually(lambda: tab.driver.current_url == f"{origin}/", "the overview after login")
 
     # Overview: the headline numbers are the database's.
-    views, viewers, videos = db.execute(
+    views, viewers, videos, completions, watch_seconds, rate = db.execute(
         "SELECT sum(views), (SELECT count(DISTINCT viewer_id) FROM video_watch_progress),"
-        " count(*) FROM video_metrics"
-    ).fetchone() or (0, 0, 0)
+        " count(*), sum(completions), sum(watch_seconds),"
+        " avg(100.0 * completions / views) FILTER (WHERE views > 0) FROM video_metrics"
+    ).fetchone() or (0, 0, 0, 0, 0.0, 0)
     assert stat(tab, "views") == f"{views:,}"
     assert stat(tab, "unique_viewers") == f"{viewers:,}"
     assert stat(tab, "videos") == f"{videos:,}"
+    assert stat(tab, "completions") == f"{completions:,}"
+    assert stat(tab, "watch_hours") == hours(watch_seconds)
+    # The API rounds the mean rate to 2 decimals; the page shows 1.
+    assert stat(tab, "avg_completion_rate") == pct(round(float(rate), 2))
     assert chart(tab, "chart-daily")["labels"] == 30
     assert chart(tab, "chart-buckets")["labels"] == 3
     assert (
