@@ -39,16 +39,22 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+def _answer(
+    body: bytes, csv_wanted: bool, rows_key: str, columns: list[str], filename: str
+) -> Response:
+    """The JSON answer as it is, or the list under `rows_key` as CSV."""
+    if not csv_wanted:
+        return _json(body)
+    return csv_response(orjson.loads(body)[rows_key], columns, filename)
+
+
 async def overview(request: Request) -> Response:
     q = request.query_params
     params.known_only(q, ("from", "to", "format"))
     csv_wanted = wants_csv(request)
     day_from, day_to = params.day_range(q)
     body = await reads.overview_json(request, day_from, day_to)
-    if csv_wanted:
-        daily = orjson.loads(body)["daily"]
-        return csv_response(daily, overview_data.DAILY_COLUMNS, "overview-daily.csv")
-    return _json(body)
+    return _answer(body, csv_wanted, "daily", overview_data.DAILY_COLUMNS, "overview-daily.csv")
 
 
 async def videos(request: Request) -> Response:
@@ -86,10 +92,7 @@ async def popular(request: Request) -> Response:
     params.known_only(q, ("limit", "format"))
     csv_wanted = wants_csv(request)
     body = await reads.popular_json(request, params.limit(q, 10))
-    if csv_wanted:
-        rows = orjson.loads(body)["rows"]
-        return csv_response(rows, videos_data.POPULAR_COLUMNS, "popular-videos.csv")
-    return _json(body)
+    return _answer(body, csv_wanted, "rows", videos_data.POPULAR_COLUMNS, "popular-videos.csv")
 
 
 async def video(request: Request) -> Response:
@@ -99,10 +102,7 @@ async def video(request: Request) -> Response:
     video_id = params.path_ident(request.path_params["video_id"], "video_id")
     day_from, day_to = params.day_range(q)
     body = await reads.video_json(request, video_id, day_from, day_to)
-    if csv_wanted:
-        daily = orjson.loads(body)["daily"]
-        return csv_response(daily, video_data.DAILY_COLUMNS, f"{video_id}-daily.csv")
-    return _json(body)
+    return _answer(body, csv_wanted, "daily", video_data.DAILY_COLUMNS, f"{video_id}-daily.csv")
 
 
 async def put_video(request: Request) -> Response:
@@ -147,10 +147,7 @@ async def viewer_progress(request: Request) -> Response:
     viewer_id = params.path_ident(request.path_params["viewer_id"], "viewer_id")
     video_id = params.ident(q, "video_id")
     body = await reads.viewer_progress_json(request, viewer_id, video_id, params.limit(q, 100))
-    if csv_wanted:
-        rows = orjson.loads(body)["rows"]
-        return csv_response(rows, viewers_data.COLUMNS, f"{viewer_id}-progress.csv")
-    return _json(body)
+    return _answer(body, csv_wanted, "rows", viewers_data.COLUMNS, f"{viewer_id}-progress.csv")
 
 
 async def pipeline(request: Request) -> Response:

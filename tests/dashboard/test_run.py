@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx2
 
-from tests.commands import settings_env, start_vidpulse
+from tests.commands import settings_env, start_vidpulse, wait_for
 from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
-
-
-def _wait_for(check: Any, deadline_s: float, what: str) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _status(url: str, headers: dict[str, str]) -> int | None:
@@ -43,7 +31,7 @@ def test_run_prints_the_dashboard_url_and_a_working_token(
     with log_path.open("wb") as log:
         proc = start_vidpulse("run", "--port", str(port), env=env, log=log)
         try:
-            line = _wait_for(
+            line = wait_for(
                 lambda: re.search(r"dashboard at (\S+) .*admin token: (\S+)", log_path.read_text()),
                 60,
                 "the dashboard line",
@@ -53,7 +41,7 @@ def test_run_prints_the_dashboard_url_and_a_working_token(
             assert len(token) >= 32
             api = f"{url}api/v1/overview"
             good = {"Authorization": f"Bearer {token}"}
-            assert _wait_for(lambda: _status(api, good), 60, "the dashboard") == 200
+            assert wait_for(lambda: _status(api, good), 60, "the dashboard") == 200
             assert _status(api, {"Authorization": "Bearer " + "x" * 40}) == 401
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=60)
