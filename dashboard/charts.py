@@ -113,6 +113,14 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
         kind: [{**s, "range": span(s)} for s in found]
         for kind, found in answer["key_moments"].items()
     }
+    said = moments(key_moments, segments, views)
+    starts = [s["start_s"] for s in segments]
+    # The segments the key moments name, marked on the chart too.
+    marks = {
+        m["mark"]: starts.index(m["start_s"])
+        for m in said
+        if m.get("mark") and m["start_s"] in starts
+    }
     course = summary.get("course_title") or summary.get("course_id")
     return {
         "section": "videos",
@@ -148,7 +156,7 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
                 "share of the video a session saw",
             ),
         ],
-        "moments": moments(key_moments, segments, views),
+        "moments": said,
         "segments": {
             "rows": segments if any(s["views"] for s in segments) else [],
             "chart": {
@@ -159,6 +167,7 @@ def video(answer: dict[str, Any], segment_seconds: int) -> dict[str, Any]:
                     round(100.0 * s["drop_offs"] / views, 2) if views else 0 for s in segments
                 ],
                 "rewatch": [s["rewatch"] or 0 for s in segments],
+                "marks": marks,
             },
         },
         "funnel": funnel(answer["funnel"], summary["unique_viewers"]),
@@ -171,16 +180,18 @@ def moments(
     key_moments: dict[str, list[dict[str, Any]]],
     segments: list[dict[str, Any]],
     views: int,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """The key moments in words: where views rewatch most, where most of them stop, and
     where half of the views are gone."""
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     rewatched = [s for s in key_moments.get("most_rewatched", []) if (s.get("rewatch") or 0) > 1]
     if rewatched:
         top, *more = rewatched
         out.append(
             {
                 "kind": "rewatch",
+                "mark": "rewatch",
+                "start_s": top["start_s"],
                 "text": "Most rewatched:",
                 "range": top["range"],
                 "detail": f"played {formats.times(top['rewatch'])} per view there" + _next(more),
@@ -199,6 +210,8 @@ def moments(
         out.append(
             {
                 "kind": "drop",
+                "mark": "drop",
+                "start_s": top["start_s"],
                 "text": "Biggest drop-off:",
                 "range": top["range"],
                 "detail": f"{formats.num(left)} session{'' if left == 1 else 's'} stopped there, "

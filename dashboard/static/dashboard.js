@@ -102,7 +102,9 @@
               label: "Drop-off (% of views)",
               data: d.dropoff,
               yAxisID: "y",
-              backgroundColor: COLORS.warnFill,
+              backgroundColor: function (ctx) {
+                return ctx.dataIndex === d.marks.drop ? COLORS.warn : COLORS.warnFill;
+              },
               borderRadius: 2,
               order: 2,
             },
@@ -112,9 +114,11 @@
               data: d.rewatch,
               yAxisID: "y2",
               borderColor: COLORS.teal,
+              backgroundColor: COLORS.teal,
               borderDash: [5, 4],
               borderWidth: 2,
-              pointRadius: 0,
+              // Only the most rewatched segment gets a dot: the one the key moments name.
+              pointRadius: function (ctx) { return ctx.dataIndex === d.marks.rewatch ? 5 : 0; },
               tension: 0.25,
               order: 0,
             },

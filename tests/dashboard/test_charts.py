@@ -85,6 +85,7 @@ def test_key_moments_name_rewatch_the_drop_off_before_the_end_and_half_gone() ->
     assert "25.0% of views" in page["moments"][1]["detail"]
     assert page["segments"]["rows"][-1]["range"] == "0:30\u20130:32"
     assert page["segments"]["chart"]["dropoff"] == [5.0, 25.0, 10.0, 40.0]
+    assert page["segments"]["chart"]["marks"] == {"rewatch": 1, "drop": 1}
     assert page["name"] == "v1"
 
 
