@@ -304,7 +304,7 @@ def test_pipeline_is_what_status_reports(fed: Feeder, api: TestClient) -> None:
         assert groups[name]["lag"] == 0
 
 
-def test_unknown_video_is_404_json(fed: Feeder, api: TestClient) -> None:
+def test_unknown_video_is_404_json(api: TestClient) -> None:
     """An id neither seen nor catalogued answers 404 with a JSON error."""
     response = api.get("/api/v1/videos/no-such-video")
     assert response.status_code == 404
@@ -344,8 +344,9 @@ def test_bad_parameters_are_400_naming_the_parameter(
     assert param in response.json()["error"]
 
 
-def test_a_cursor_of_another_sort_is_refused(fed: Feeder, api: TestClient) -> None:
+def test_a_cursor_of_another_sort_is_refused(api: TestClient, db: psycopg.Connection[Any]) -> None:
     """A cursor is tied to its sort and order: reusing it elsewhere is a 400."""
+    _ties(db, 3)
     cursor = api.get("/api/v1/videos", params={"limit": 1}).json()["next_cursor"]
     assert cursor
     response = api.get(
