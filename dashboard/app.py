@@ -113,6 +113,12 @@ async def redis_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unforeseen: logged with its traceback, answered as one line of JSON."""
+    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal error; it has been logged"}, status_code=500)
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the dashboard ASGI app (API under /api/v1, pages, /static)."""
 
@@ -172,6 +178,7 @@ def create_app(settings: Settings) -> Starlette:
             psycopg.OperationalError: database_down,
             PoolTimeout: database_down,
             RedisError: redis_down,
+            Exception: internal_error,
         },
     )
 

@@ -25,25 +25,13 @@ import structlog
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dashboard.responses import encode
 from vidpulse.keys import Keys, text
 from vidpulse.settings import Settings
 
 log = structlog.get_logger("vidpulse.dashboard.cache")
 
 Compute = Callable[[], Awaitable[Any]]
-
-
-def encode(value: Any) -> bytes:
-    """JSON bytes of an answer (decimals as numbers, dates ISO 8601)."""
-    return orjson.dumps(value, default=_default)
-
-
-def _default(value: Any) -> Any:
-    from decimal import Decimal
-
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def params_digest(params: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3660
 MAX_LIMIT = 500
 _IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_Q = 128
 
 
@@ -36,20 +37,20 @@ def _day(params: QueryParams, name: str) -> date | None:
     if value is None or value == "":
         return None
     try:
-        return date.fromisoformat(value) if len(value) == 10 else _fail()
+        if not _DAY.match(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
     except ValueError:
         raise bad_param(name, "must be a date YYYY-MM-DD") from None
-
-
-def _fail() -> date:
-    raise ValueError
 
 
 def limit(params: QueryParams, default: int) -> int:
     value = params.get("limit")
     if value is None or value == "":
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not (value.isascii() and value.isdigit() and len(value) <= 3) or not (
+        1 <= int(value) <= MAX_LIMIT
+    ):
         raise bad_param("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     return int(value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -18,12 +19,15 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=_default)
+        return encode(content)
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes (decimals as numbers, dates ISO 8601)."""
+    return orjson.dumps(value, default=_default)
 
 
 def _default(value: Any) -> Any:
-    from decimal import Decimal
-
     if isinstance(value, Decimal):
         return float(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")

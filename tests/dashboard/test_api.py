@@ -331,6 +331,8 @@ def test_unknown_video_is_404_json(api: TestClient) -> None:
         ("/api/v1/overview?from=2024-02-01&to=2024-01-01", "from"),
         ("/api/v1/overview?from=1900-01-01", "from"),
         ("/api/v1/videos/popular?limit=1e3", "limit"),
+        ("/api/v1/videos/popular?limit=" + "9" * 5000, "limit"),
+        ("/api/v1/overview?to=2024-1-01", "to"),
         ("/api/v1/videos/bad%20id", "video_id"),
         ("/api/v1/viewers/v1/progress?video_id=a/b", "video_id"),
     ],
