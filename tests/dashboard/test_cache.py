@@ -145,3 +145,44 @@ def test_the_process_memo_answers_briefly_and_never_skips_auth(
             time.sleep(0.05)
             views = client.get("/api/v1/overview").json()["views"]
         assert views == totals["views"] > first.json()["views"]
+
+
+async def _race(settings: Settings) -> list[str]:
+    import redis.asyncio as aioredis
+
+    from dashboard.cache import Cache
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    cache = Cache(client, settings)
+    keys = Keys(settings.stream)
+    computed: list[str] = []
+
+    async def slow_read() -> Any:
+        # A processor commits and bumps while this read is still querying.
+        await client.incr(keys.cache_version("metrics"))
+        computed.append("old")
+        return {"snapshot": "old"}
+
+    async def fresh_read() -> Any:
+        computed.append("new")
+        return {"snapshot": "new"}
+
+    try:
+        first = await cache.json("race", {}, ["metrics"], slow_read)
+        second = await cache.json("race", {}, ["metrics"], fresh_read)
+        third = await cache.json("race", {}, ["metrics"], fresh_read)
+    finally:
+        await client.aclose()
+    return [first.decode(), second.decode(), third.decode(), *computed]
+
+
+def test_an_answer_computed_across_a_commit_is_not_served_after_it(
+    dash_settings: Settings,
+) -> None:
+    """Versions are read before the query: a read racing a commit files under the old ones."""
+    import asyncio
+
+    first, second, third, *computed = asyncio.run(_race(dash_settings))
+    assert first == '{"snapshot":"old"}'
+    assert second == third == '{"snapshot":"new"}'
+    assert computed == ["old", "new"]  # the third read was a hit
