@@ -14,6 +14,7 @@ newer than the data it was computed from.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -128,6 +129,9 @@ class Cache:
         self.keys = Keys(settings.stream)
         self.ttl = settings.cache_ttl_seconds
         self._lookup = client.register_script(_LOOKUP)
+        # Misses being computed in this process, by entry key: concurrent identical
+        # misses (a page opened by many people right after a commit) query once.
+        self._flights: dict[str, asyncio.Future[bytes]] = {}
 
     async def json(
         self,
@@ -149,11 +153,31 @@ class Cache:
         if hit:
             return hit.encode() if isinstance(hit, str) else bytes(hit)
         key = self.keys.cache_entry(endpoint, text(vector), digest)
-        body = encode(await compute())
+        flight = self._flights.get(key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        return await self._compute_once(key, compute)
+
+    async def _compute_once(self, key: str, compute: Compute) -> bytes:
+        """Compute and store the answer; identical misses meanwhile wait for this one."""
+        flight: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
         try:
-            await self.client.set(key, body, ex=self.ttl)
-        except (RedisError, OSError) as exc:
-            log.warning("cache_unavailable", error=str(exc))
+            body = encode(await compute())
+            try:
+                await self.client.set(key, body, ex=self.ttl)
+            except (RedisError, OSError) as exc:
+                log.warning("cache_unavailable", error=str(exc))
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
+        except Exception as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved here; waiters, if any, raise it too
+            raise
+        finally:
+            del self._flights[key]
+        flight.set_result(body)
         return body
 
     async def value(

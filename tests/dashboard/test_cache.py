@@ -186,3 +186,56 @@ def test_an_answer_computed_across_a_commit_is_not_served_after_it(
     assert first == '{"snapshot":"old"}'
     assert second == third == '{"snapshot":"new"}'
     assert computed == ["old", "new"]  # the third read was a hit
+
+
+async def _stampede(settings: Settings, readers: int) -> tuple[set[bytes], int]:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from dashboard.cache import Cache
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    cache = Cache(client, settings)
+    release = asyncio.Event()
+    calls = 0
+    looked_up = 0
+    lookup = cache._lookup
+
+    async def counted_lookup(**kwargs: Any) -> Any:
+        nonlocal looked_up
+        answer = await lookup(**kwargs)
+        looked_up += 1
+        return answer
+
+    cache._lookup = counted_lookup  # type: ignore[assignment]
+
+    async def query() -> Any:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return {"rows": calls}
+
+    async def release_when_all_missed() -> None:
+        # Every reader has had its miss from Redis; let the one computation finish.
+        while looked_up < readers:
+            await asyncio.sleep(0.01)
+        release.set()
+
+    try:
+        bodies = await asyncio.gather(
+            *(cache.json("stampede", {}, ["metrics"], query) for _ in range(readers)),
+            release_when_all_missed(),
+        )
+    finally:
+        await client.aclose()
+    return {b for b in bodies if b is not None}, calls
+
+
+def test_identical_misses_at_once_query_the_database_once(dash_settings: Settings) -> None:
+    """Many readers missing the same answer together share one computation."""
+    import asyncio
+
+    bodies, calls = asyncio.run(_stampede(dash_settings, 20))
+    assert calls == 1
+    assert bodies == {b'{"rows":1}'}
