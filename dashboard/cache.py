@@ -56,6 +56,7 @@ return {vector, hit}
 
 _MEMO_MAX_ENTRIES = 1024
 _MEMO_MAX_BODY = 1 << 20
+_MEMO_MAX_BYTES = 32 << 20
 
 
 class AnswerMemo:
@@ -74,6 +75,7 @@ class AnswerMemo:
         self.ttl = settings.cache_local_ms / 1000
         self.prefix = prefix
         self._held: dict[tuple[str, bytes, bytes], tuple[float, Message, bytes]] = {}
+        self._held_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -116,9 +118,12 @@ class AnswerMemo:
         body = b"".join(chunks)
         if start is None or start["status"] != 200 or len(body) > _MEMO_MAX_BODY:
             return
-        if len(self._held) >= _MEMO_MAX_ENTRIES:
+        if len(self._held) >= _MEMO_MAX_ENTRIES or self._held_bytes + len(body) > _MEMO_MAX_BYTES:
+            # Everything in it expires within the moment anyway: start afresh.
             self._held.clear()
+            self._held_bytes = 0
         self._held[key] = (now + self.ttl, start, body)
+        self._held_bytes += len(body)
 
 
 class Cache:
