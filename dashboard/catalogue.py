@@ -16,11 +16,13 @@ import psycopg
 import redis
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from vidpulse.events import Ident
+from vidpulse.events import Ident, NoNul
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 
-Title = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True), NoNul
+]
 
 
 class CatalogueEntry(BaseModel):
@@ -30,7 +32,7 @@ class CatalogueEntry(BaseModel):
 
     title: Title
     course_id: Ident | None = None
-    course_title: Annotated[str, StringConstraints(max_length=500)] | None = None
+    course_title: Annotated[str, StringConstraints(max_length=500), NoNul] | None = None
     duration_s: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] | None = None
     is_preview: bool = False
 
@@ -65,7 +67,11 @@ def row_params(video_id: str, entry: CatalogueEntry) -> dict[str, Any]:
     return {"video_id": video_id, **entry.model_dump()}
 
 
-class MissingColumns(ValueError):
+class BadFile(ValueError):
+    """The file is not a CSV the import can read (nothing is written)."""
+
+
+class MissingColumns(BadFile):
     """The CSV header lacks a required column."""
 
 
@@ -83,30 +89,38 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]] | BadRow]:
     """Each data row of a catalogue CSV: (line number, upsert params) or a BadRow.
 
     Empty cells are "not given". `is_preview` takes true/false/1/0/yes/no.
-    Raises MissingColumns when the header lacks video_id or title.
+    Raises MissingColumns when the header lacks video_id or title, BadFile when the
+    file is not readable CSV (a NUL byte, a cell over the csv module's size limit).
     """
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise MissingColumns(f"the header lacks column(s): {', '.join(missing)}")
-        for count, record in enumerate(reader, start=1):
-            line = reader.line_num
-            if count > MAX_CSV_ROWS:
-                yield BadRow(line, f"more than {MAX_CSV_ROWS} rows; the rest is not read")
-                return
-            if None in record:
-                yield BadRow(line, "more cells than header columns")
-                continue
-            values = {k: v for k, v in record.items() if k in CSV_COLUMNS and v not in ("", None)}
-            try:
-                video_id = _IdOnly(video_id=values.pop("video_id", "")).video_id
-                entry = CatalogueEntry.model_validate(values)
-            except ValidationError as exc:
-                yield BadRow(line, describe(exc))
-                continue
-            yield line, row_params(video_id, entry)
+        try:
+            yield from _rows(reader)
+        except csv.Error as exc:
+            raise BadFile(f"line {reader.line_num + 1}: {exc}") from None
+
+
+def _rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, Any]] | BadRow]:
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise MissingColumns(f"the header lacks column(s): {', '.join(missing)}")
+    for count, record in enumerate(reader, start=1):
+        line = reader.line_num
+        if count > MAX_CSV_ROWS:
+            yield BadRow(line, f"more than {MAX_CSV_ROWS} rows; the rest is not read")
+            return
+        if None in record:
+            yield BadRow(line, "more cells than header columns")
+            continue
+        values = {k: v for k, v in record.items() if k in CSV_COLUMNS and v not in ("", None)}
+        try:
+            video_id = _IdOnly(video_id=values.pop("video_id", "")).video_id
+            entry = CatalogueEntry.model_validate(values)
+        except ValidationError as exc:
+            yield BadRow(line, describe(exc))
+            continue
+        yield line, row_params(video_id, entry)
 
 
 @dataclass

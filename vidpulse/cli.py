@@ -136,14 +136,14 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dashboard.catalogue import MissingColumns, import_csv
+    from dashboard.catalogue import BadFile, import_csv
 
     try:
         report = import_csv(settings, Path(args.file))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"vidpulse: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    except (MissingColumns, UnicodeDecodeError) as exc:
+    except (BadFile, UnicodeDecodeError) as exc:
         print(f"vidpulse: {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except psycopg.OperationalError as exc:

@@ -42,6 +42,8 @@ def test_put_creates_then_replaces_an_entry(api: TestClient, db: psycopg.Connect
         ({"title": "t", "course_id": "has space"}, "course_id"),
         ({"title": "t", "is_preview": "perhaps"}, "is_preview"),
         ({"title": "t", "colour": "red"}, "colour"),
+        ({"title": "a\u0000b"}, "title"),
+        ({"title": "t", "course_title": "\u0000"}, "course_title"),
         ([], "body"),
     ],
 )
@@ -85,17 +87,19 @@ def test_import_upserts_good_rows_and_reports_bad_ones_by_line(
         "v-4,,,,,,\n"
         "v-5,Fifth,,,-3,,\n"
         '"v-6","Sixth ""quoted""",,,,no,\n'
-        "v-7,Seventh,,,,,,,\n",
+        "v-7,Seventh,,,,,,,\n"
+        "v-8,Nul\x00title,,,,,\n",
     )
     result = run_vidpulse("catalogue", "import", str(path), env=settings_env(settings))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("3 rows imported (2 created, 1 updated), 4 bad rows")
+    assert result.stdout.strip().endswith("3 rows imported (2 created, 1 updated), 5 bad rows")
     errors = result.stderr.splitlines()
-    assert [e.split(": ", 1)[0] for e in errors] == [f"{path}:{n}" for n in (4, 5, 6, 8)]
+    assert [e.split(": ", 1)[0] for e in errors] == [f"{path}:{n}" for n in (4, 5, 6, 8, 9)]
     assert "video_id" in errors[0]
     assert "title" in errors[1]
     assert "duration_s" in errors[2]
     assert "more cells" in errors[3]
+    assert "NUL" in errors[4]
     rows = {r["video_id"]: r for r in sql_rows(db, "SELECT * FROM videos")}
     assert set(rows) == {"v-1", "v-2", "v-6"}
     assert rows["v-2"]["title"] == "Second"
@@ -117,6 +121,12 @@ def test_import_refuses_a_missing_file_or_header_with_exit_2(
     assert result.returncode == 2
     assert "video_id" in result.stderr
     assert "title" in result.stderr
+    assert not sql_rows(db, "SELECT 1 FROM videos")
+    huge = _csv(tmp_path, "video_id,title\nv-1," + "x" * 200_000 + "\n")
+    result = run_vidpulse("catalogue", "import", str(huge), env=env)
+    assert result.returncode == 2
+    assert "line 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not sql_rows(db, "SELECT 1 FROM videos")
 
 
