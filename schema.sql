@@ -209,7 +209,7 @@ COMMENT ON COLUMN progress_sessions.seeks IS 'Number of seek events.';
 COMMENT ON COLUMN progress_sessions.user_agent IS 'User-Agent of the first event whose request carried one.';
 COMMENT ON COLUMN progress_sessions.user_agent_ts IS 'ts (ms) of that event.';
 COMMENT ON COLUMN progress_sessions.user_agent_event IS 'event_id of that event.';
-COMMENT ON COLUMN progress_sessions.device_type IS 'desktop, mobile, tablet, bot or other, from user_agent.';
+COMMENT ON COLUMN progress_sessions.device_type IS 'desktop, mobile, tablet or other, from user_agent (bots'' events make no session).';
 COMMENT ON COLUMN progress_sessions.browser IS 'Browser family from user_agent.';
 COMMENT ON COLUMN progress_sessions.os IS 'Operating-system family from user_agent.';
 COMMENT ON COLUMN progress_sessions.referrer IS 'Referer of the first event whose request carried one.';
@@ -266,7 +266,8 @@ COMMENT ON COLUMN video_sessions.plays IS 'Number of play events.';
 COMMENT ON COLUMN video_sessions.pauses IS 'Number of pause events.';
 COMMENT ON COLUMN video_sessions.seeks IS 'Number of seek events.';
 COMMENT ON COLUMN video_sessions.user_agent IS 'User-Agent header of the session''s first request carrying one.';
-COMMENT ON COLUMN video_sessions.device_type IS 'desktop, mobile, tablet, bot or other (parsed from user_agent with ua-parser).';
+COMMENT ON COLUMN video_sessions.device_type IS
+    'desktop, mobile, tablet or other (parsed from user_agent with ua-parser); bots'' events make no session.';
 COMMENT ON COLUMN video_sessions.browser IS 'Browser family, e.g. Chrome, Mobile Safari, Firefox (ua-parser).';
 COMMENT ON COLUMN video_sessions.os IS 'Operating-system family, e.g. Windows, Mac OS X, iOS, Android (ua-parser).';
 COMMENT ON COLUMN video_sessions.referrer IS 'Referer header of the session''s first request carrying one.';

@@ -3,13 +3,13 @@
 1. Record the viewer (hashed) in `forgotten_viewers`, under the forget lock: from its
    commit on, every processor drops the viewer's events made before the erasure,
    including those it has read but not committed (processors/forgotten.py).
-2. Delete the viewer's rows: every table with a viewer_id column (the raw log, all
+2. Delete the viewer's stream entries, processed or not, and dead letters (XDEL).
+3. Delete the viewer's rows: every table with a viewer_id column (the raw log, all
    its partitions, the sessions, the resume rows), the working rows of the viewer's
    sessions (tables keyed by session_id), and their members of the distinct counts.
    The aggregates (video_heatmap, video_metrics, video_metrics_daily) keep their
    counts: they hold no id. A viewer who comes back later is a new viewer to them.
-3. Delete the viewer's stream entries, processed or not, and dead letters (XDEL), and
-   the Redis keys named after them (milestone dedupe keys, seed-route sessions).
+4. Delete the Redis keys named after them (milestone dedupe keys, seed-route sessions).
 """
 
 from __future__ import annotations
@@ -100,10 +100,12 @@ def forget(
         # Waits for batches in flight; those starting later see the record.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (forgotten.LOCK,))
         conn.execute(_RECORD, (forgotten.viewer_hash(viewer_id),))
-    with conn.transaction():
-        erase_rows(conn, viewer_id, erased)
+    # The entries first: they name sessions that a processor may have applied while
+    # another has not yet (their rows are found by session).
     erase_entries(client, keys.stream, viewer_id, erased, dead=False)
     erase_entries(client, keys.dlq, viewer_id, erased, dead=True)
+    with conn.transaction():
+        erase_rows(conn, viewer_id, erased)
     erase_keys(client, keys, viewer_id, erased)
     return erased
 
@@ -111,6 +113,12 @@ def forget(
 def erase_rows(conn: psycopg.Connection[Any], viewer_id: str, erased: Erased) -> None:
     """Delete the viewer's rows, and their sessions' rows, from every table."""
     erased.sessions.update(r[0] for r in conn.execute(_SESSIONS, {"v": viewer_id}))
+    # Sessions named by stream entries but owned by another viewer are not theirs.
+    owned = conn.execute(
+        "SELECT session_id FROM progress_sessions WHERE session_id = ANY(%s) AND viewer_id <> %s",
+        (sorted(erased.sessions), viewer_id),
+    )
+    erased.sessions.difference_update(r[0] for r in owned)
     sessions = sorted(erased.sessions)
     by_viewer = _tables_with(conn, "viewer_id")
     for table in by_viewer:

@@ -6,6 +6,10 @@ COMMENT ON COLUMN video_events.is_bot IS
     'True when the request''s User-Agent is a bot''s (crawler, headless browser, HTTP library): '
     'such events are kept here and counted in video_metrics.bot_events, and in no other table.';
 
+COMMENT ON COLUMN progress_sessions.device_type IS 'desktop, mobile, tablet or other, from user_agent (bots'' events make no session).';
+COMMENT ON COLUMN video_sessions.device_type IS
+    'desktop, mobile, tablet or other (parsed from user_agent with ua-parser); bots'' events make no session.';
+
 ALTER TABLE video_metrics ADD COLUMN IF NOT EXISTS bot_events bigint NOT NULL DEFAULT 0;
 COMMENT ON COLUMN video_metrics.bot_events IS
     'Events of the video sent by bots (video_events.is_bot): left out of every other counter here, '
