@@ -24,10 +24,11 @@ from vidpulse.settings import Settings
 # Held exclusively by `vidpulse forget` while it records a viewer, shared by batches.
 LOCK = 0x76706667
 
+# The whole table: it holds the erasures of the last days only, few rows, and reading
+# it costs less than sending it a batch's viewer hashes to look up.
 _CUTOFFS = """
-SELECT viewer_hash,
-       (extract(epoch FROM forgotten_at) * 1000)::bigint + %s
-FROM forgotten_viewers WHERE viewer_hash = ANY(%s::text[])
+SELECT viewer_hash, (extract(epoch FROM forgotten_at) * 1000)::bigint + %s
+FROM forgotten_viewers
 """
 
 
@@ -44,9 +45,16 @@ def cutoffs(conn: psycopg.Connection[Any], viewer_ids: Iterable[str]) -> dict[st
     after it are new activity. Takes the forget lock shared, for the transaction.
     """
     conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (LOCK,))
-    by_hash = {viewer_hash(v): v for v in set(viewer_ids)}
-    rows = conn.execute(_CUTOFFS, (MAX_FUTURE_MS, list(by_hash))).fetchall()
-    return {by_hash[h]: cutoff for h, cutoff in rows}
+    rows = conn.execute(_CUTOFFS, (MAX_FUTURE_MS,)).fetchall()
+    if not rows:
+        return {}
+    by_hash: dict[str, int] = dict(rows)
+    out: dict[str, int] = {}
+    for viewer_id in set(viewer_ids):
+        cutoff = by_hash.get(viewer_hash(viewer_id))
+        if cutoff is not None:
+            out[viewer_id] = cutoff
+    return out
 
 
 def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
