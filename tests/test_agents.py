@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import hypothesis
 import psycopg
 import pytest
+from crawlerdetect import CrawlerDetect
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 from tests.factories import make_event, run_burst
-from vidpulse.agents import Agent, classify
+from vidpulse.agents import Agent, classify, is_crawler
 from vidpulse.audience import USER_AGENTS
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
@@ -75,6 +79,38 @@ def test_crawlers_headless_browsers_and_http_libraries_are_bots(user_agent: str)
 def test_a_missing_user_agent_is_unknown_not_a_bot(user_agent: str | None) -> None:
     """No User-Agent (a relay that did not forward it) gives unknown device fields, no bot."""
     assert classify(user_agent) == Agent(None, None, None, False)
+
+
+SAMPLES = [
+    *USER_AGENTS,
+    HEADLESS,
+    "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+    "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/124.0 YaBrowser/24.4 YandexSearch/9",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36",
+    "Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A)",
+    "Safari/19618.2.12 CFNetwork/1494.0.7 Darwin/23.4.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/1 Lighthouse",
+]
+
+
+@pytest.mark.parametrize("user_agent", SAMPLES)
+def test_crawler_verdicts_are_crawlerdetects(user_agent: str) -> None:
+    """The RE2 matcher of CrawlerDetect's patterns agrees with CrawlerDetect itself."""
+    assert is_crawler(user_agent) == CrawlerDetect().is_crawler(user_agent)
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(SAMPLES)
+        | st.text("abcdefghijklmnopqrstuvwxyzABXY0123456789 ;/.()-_", max_size=40),
+        min_size=1,
+        max_size=4,
+    ).map(" ".join)
+)
+def test_crawler_verdicts_agree_on_any_text(user_agent: str) -> None:
+    """On arbitrary mixes of real and random User-Agent text the verdicts agree too."""
+    assert is_crawler(user_agent) == CrawlerDetect().is_crawler(user_agent)
 
 
 def _session(video: str, viewer: str, session: str) -> list[dict[str, Any]]:

@@ -7,16 +7,25 @@ HeadlessChrome and PhantomJS, and HTTP libraries such as curl, python-requests a
 Go-http-client), plus ua-parser's device family "Spider". A missing or empty header
 is not a bot: real browsers always send one, and a server that relays beacons must
 forward the browser's (its own, e.g. python-requests, would make every event a bot's).
+
+CrawlerDetect's patterns are matched as CrawlerDetect does (strip its exclusions, then
+search its crawler patterns), but with RE2, whose time grows linearly with the input:
+Python's backtracking `re` over its 1,400 alternatives takes up to 20 ms on one
+512-byte header made for it, RE2 a tenth of a millisecond whatever the header. The
+few patterns RE2 cannot take (lookarounds) are matched with `re`, one by one.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
+import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
+import re2
 import ua_parser
-from crawlerdetect import CrawlerDetect
+from crawlerdetect.providers.crawlers import data as crawler_patterns
+from crawlerdetect.providers.exclusions import data as exclusion_patterns
 
 
 class Agent(NamedTuple):
@@ -36,18 +45,47 @@ _DESKTOP_OS = frozenset(
      "Debian", "OpenBSD", "NetBSD", "Solaris", "Red Hat", "Mint", "macOS"}
 )  # fmt: skip
 
-# CrawlerDetect keeps the last match on the instance: one caller at a time.
-_detector_lock = threading.Lock()
+
+class _Patterns:
+    """An alternation of regular expressions, in RE2 where RE2 takes them."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        options = re2.Options()
+        options.case_sensitive = False
+        options.log_errors = False
+        linear = [p for p in patterns if _re2_takes(p, options)]
+        self.fast = re2.compile("|".join(linear), options=options)
+        rest = set(patterns) - set(linear)
+        self.slow = [re.compile(p, re.IGNORECASE) for p in patterns if p in rest]
+
+    def search(self, text: str) -> bool:
+        return bool(self.fast.search(text)) or any(p.search(text) for p in self.slow)
+
+    def strip(self, text: str) -> str:
+        text = self.fast.sub("", text)
+        for p in self.slow:
+            text = p.sub("", text)
+        return text
+
+
+def _re2_takes(pattern: str, options: re2.Options) -> bool:
+    try:
+        re2.compile(pattern, options=options)
+    except re2.error:
+        return False
+    return True
 
 
 @functools.cache
-def _detector() -> CrawlerDetect:
-    return CrawlerDetect()
+def _detector() -> tuple[_Patterns, _Patterns]:
+    return _Patterns(exclusion_patterns), _Patterns(crawler_patterns)
 
 
 def is_crawler(user_agent: str) -> bool:
-    with _detector_lock:
-        return bool(_detector().isCrawler(user_agent))
+    """CrawlerDetect's verdict: what is left once its exclusions are stripped names a bot."""
+    exclusions, crawlers = _detector()
+    rest = exclusions.strip(user_agent.strip())
+    return bool(rest) and crawlers.search(rest)
 
 
 @functools.lru_cache(maxsize=4096)
