@@ -212,13 +212,16 @@ def test_deleted_pending_entries_are_acked_not_dead_lettered(
 def test_forget_command_prints_one_line_and_refuses_a_bad_id(
     settings: Settings, redis_client: redis.Redis, db: psycopg.Connection[Any]
 ) -> None:
-    """`vidpulse forget` exits 0 with a summary line; an id outside the alphabet exits 2."""
+    """`vidpulse forget` exits 0 with a summary line, again too; a bad id exits 2."""
     _xadd(redis_client, settings, make_event(viewer_id=GONE))
     env = settings_env(settings)
     result = run_vidpulse("forget", GONE, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1
     assert "stream entries 1" in result.stdout
+    again = run_vidpulse("forget", GONE, env=env)  # idempotent: nothing left to erase
+    assert again.returncode == 0, again.stderr
+    assert "stream entries 0" in again.stdout
     bad = run_vidpulse("forget", "no spaces/here", env=env)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1
