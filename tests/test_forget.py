@@ -129,12 +129,14 @@ def test_forget_erases_every_row_key_and_entry_and_keeps_the_counts(
     assert _rows_naming(db, GONE)  # the test sees what it looks for
     assert _redis_naming(redis_client, _prefix(settings), GONE)
 
-    # Still to be processed, and dead letters (one whose event is not even JSON).
+    # Still to be processed, and dead letters (some whose event is not even an object).
     _xadd(redis_client, settings, *_session(GONE, "s-gone-late", "v1", T0 + 30))
     dead = {"event": orjson.dumps(make_event("play", viewer_id=GONE)), "error": "x"}
     redis_client.xadd(keys.dlq, dead)  # type: ignore[arg-type]
     poison = {"event": b'{"viewer_id": "' + GONE.encode() + b'", "ts": ', "error": "bad"}
     redis_client.xadd(keys.dlq, poison)  # type: ignore[arg-type]
+    listed = {"event": b'[{"viewer_id": "' + GONE.encode() + b'"}]', "error": "not an object"}
+    redis_client.xadd(keys.dlq, listed)  # type: ignore[arg-type]
     redis_client.xadd(keys.dlq, {"event": orjson.dumps(make_event(viewer_id=KEPT))})
 
     erased = forget(db, redis_client, keys, GONE)
@@ -145,7 +147,7 @@ def test_forget_erases_every_row_key_and_entry_and_keeps_the_counts(
     assert _redis_naming(redis_client, _prefix(settings), GONE) == []
     assert _aggregates(db) == before
     assert erased.stream_entries >= 8  # the late ones, and those not trimmed yet
-    assert erased.dead_letters == 2
+    assert erased.dead_letters == 3
     assert erased.rows["video_events"] == 10
     assert erased.keys >= 4  # milestone and seed dedupe keys, the seed route's session
     assert "video_events 10" in erased.summary()

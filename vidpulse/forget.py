@@ -170,8 +170,8 @@ def erase_entries(
         if _viewer_of(event) == viewer_id:
             ids.append(entry_id)
             if isinstance(event, dict):
-                erased.sessions.add(str(event.get("session_id")))
-                erased.videos.add(str(event.get("video_id")))
+                erased.sessions.update(_ids(event.get("session_id")))
+                erased.videos.update(_ids(event.get("video_id")))
     for i in range(0, len(ids), _PAGE):
         client.xdel(stream, *ids[i : i + _PAGE])
     if dead:
@@ -181,19 +181,24 @@ def erase_entries(
 
 
 def _events(client: redis.Redis, stream: str) -> Iterator[tuple[bytes, Any]]:
-    """(entry id, event field) of every entry, the event parsed when it is JSON."""
+    """(entry id, event field) of every entry, parsed when it is a JSON object."""
     start = "-"
     while True:
         page: Any = client.xrange(stream, min=start, count=_PAGE)
         for entry_id, fields in page:
             body = fields.get(b"event", b"")
             try:
-                yield entry_id, orjson.loads(body)
+                event = orjson.loads(body)
             except orjson.JSONDecodeError:
-                yield entry_id, body
+                event = None
+            yield entry_id, event if isinstance(event, dict) else body
         if len(page) < _PAGE:
             return
         start = "(" + text(page[-1][0])
+
+
+def _ids(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) and VIEWER_ID.fullmatch(value) else []
 
 
 def _viewer_of(event: Any) -> str | None:
