@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from processors import ledger
 from processors.base import Entry, Processor
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
+from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
@@ -43,11 +44,15 @@ _DB_DOWN = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
-    psycopg.errors.UndefinedTable,
 )
+# SQLSTATE class 42 (undefined table or column, privileges, ...) depends on the schema
+# and the statement, never on an event's values: also an outage, never a poison entry.
+_SCHEMA_CLASS = "42"
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _UPKEEP_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
+_SCHEMA_LOG_EVERY_S = 30.0
+_SCHEMA_POLL_S = 1.0
 
 
 # Event.model_validate_json without its per-call wrapper: the same validator, all of
@@ -57,6 +62,14 @@ _validate_event = Event.__pydantic_validator__.validate_json
 
 class Stopped(Exception):
     """A stop was requested while waiting; the work in hand is abandoned uncommitted."""
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot take any batch now (wait), not this batch."""
+    if isinstance(exc, _DB_DOWN):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.Error) and (sqlstate or "").startswith(_SCHEMA_CLASS)
 
 
 def decode(raw: RawEntry) -> Entry:
@@ -126,8 +139,10 @@ class Consumer:
         consumer: str,
         stop: threading.Event | None = None,
         burst: bool = False,
+        exit_if_behind: bool = False,
     ) -> None:
         self.processor = processor
+        self.exit_if_behind = exit_if_behind
         self.settings = settings
         self.keys = Keys(settings.stream)
         self.stop = stop or threading.Event()
@@ -152,6 +167,7 @@ class Consumer:
         self.log.info("consumer_starting", stream=self.keys.stream)
         try:
             self._redis_call(lambda: ensure_groups(self.redis, self.keys.stream))
+            self._wait_for_schema()
             self._finish_own_pending()
             claim_cursor, next_claim = "0-0", 0.0
             while not self.stop.is_set():
@@ -183,6 +199,32 @@ class Consumer:
         finally:
             self._close()
         self.log.info("consumer_stopped")
+
+    def _wait_for_schema(self) -> None:
+        """Return once the database has every migration this code knows.
+
+        Behind: raise SchemaBehind when told to exit, else wait, saying so now and then.
+        """
+        backoff = Backoff(self.stop)
+        next_log = 0.0
+        while True:
+            conn = self._connection(backoff)
+            try:
+                with conn.transaction():
+                    check_schema(conn)
+                return
+            except SchemaBehind as exc:
+                if self.exit_if_behind:
+                    raise
+                if time.monotonic() >= next_log:
+                    self.log.warning("schema_behind_waiting", error=str(exc))
+                    next_log = time.monotonic() + _SCHEMA_LOG_EVERY_S
+                if self.stop.wait(_SCHEMA_POLL_S):
+                    raise Stopped from None
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+                self._database_lost(exc, backoff)
 
     def _read_new(self) -> tuple[list[RawEntry], Decoded]:
         batch: list[RawEntry] = self._redis_call(
@@ -319,14 +361,17 @@ class Consumer:
                 with conn.transaction():
                     self._apply(conn, entries)
                 return {}
-            except _DB_DOWN as exc:
-                self._database_lost(exc, backoff)
             except Exception as exc:
+                if database_down(exc):
+                    self._database_lost(exc, backoff)
+                    continue
                 if len(entries) == 1:
                     return {entries[0].stream_id: _describe(exc)}
                 try:
                     return self._commit_isolated(conn, entries)
-                except _DB_DOWN as exc2:
+                except Exception as exc2:
+                    if not database_down(exc2):
+                        raise
                     self._database_lost(exc2, backoff)
 
     def _commit_isolated(
@@ -338,9 +383,9 @@ class Consumer:
                 try:
                     with conn.transaction():
                         self._apply(conn, [entry])
-                except _DB_DOWN:
-                    raise
                 except Exception as exc:
+                    if database_down(exc):
+                        raise
                     failures[entry.stream_id] = _describe(exc)
         self.log.warning("batch_isolated", batch=len(entries), failed=len(failures))
         return failures

@@ -79,6 +79,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from processors.registry import PROCESSORS
     from processors.runtime import Consumer
+    from vidpulse.database import SchemaBehind
 
     processor = PROCESSORS.get(args.name)
     if processor is None:
@@ -92,8 +93,12 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         consumer=args.consumer or default_consumer_name(),
         stop=stop,
         burst=args.burst,
+        exit_if_behind=args.exit_if_behind,
     )
-    consumer.run()
+    try:
+        consumer.run()
+    except SchemaBehind as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -195,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="raw, heatmap, progress or metrics")
     p.add_argument("--consumer", help="consumer name (default: HOSTNAME-PID)")
     p.add_argument("--burst", action="store_true", help="exit once nothing is new or pending")
+    p.add_argument(
+        "--exit-if-behind",
+        action="store_true",
+        help="exit 1 when the database lacks a migration, rather than wait for it",
+    )
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("run", help="migrate, then ingest and every processor, until Ctrl-C")

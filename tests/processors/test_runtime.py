@@ -25,6 +25,7 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 from processors.registry import PROCESSORS
 from processors.runtime import Consumer, Stopped
@@ -646,7 +647,7 @@ def test_processor_started_before_migrate_waits_for_the_schema(
     redis_client: redis.Redis,
     start_consumer: Callable[[Settings, str], threading.Thread],
 ) -> None:
-    """Against a database without the schema, events wait (none dead-lettered) until migrate."""
+    """Against a database without the schema, the consumer waits (saying so) until migrate."""
     name = f"vidpulse_nomigrate_{uuid.uuid4().hex[:10]}"
     url = make_conninfo(service_urls[1], dbname=name)
     admin_url = make_conninfo(service_urls[1], dbname="postgres")
@@ -657,9 +658,15 @@ def test_processor_started_before_migrate_waits_for_the_schema(
         ensure_groups(redis_client, settings.stream)
         events = [make_event("play") for _ in range(10)]
         append_raw(redis_client, settings.stream, events)
-        start_consumer(settings, "early")
-        wait_for(lambda: bool(pending_ids(redis_client, settings)), "the consumer to read")
-        time.sleep(1.0)  # many times claim_idle_ms: a poison would be dead-lettered by now
+        with capture_logs() as logs:
+            start_consumer(settings, "early")
+            wait_for(
+                lambda: any(e["event"] == "schema_behind_waiting" for e in logs),
+                "the consumer to say the schema is behind",
+            )
+        [said] = [e for e in logs if e["event"] == "schema_behind_waiting"]
+        assert "run `vidpulse migrate`" in said["error"]
+        assert pending_ids(redis_client, settings) == []  # waits before reading anything
         assert dead_letters(redis_client, settings) == []
 
         migrate(url)
@@ -672,6 +679,38 @@ def test_processor_started_before_migrate_waits_for_the_schema(
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def test_missing_column_is_an_outage_waited_out_not_a_poison_entry(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    start_consumer: Callable[[Settings, str], threading.Thread],
+) -> None:
+    """A column the processor writes gone (UndefinedColumn): no dead letter; back, all land."""
+    settings = make_settings(max_deliveries=2, claim_idle_ms=100)
+    events = [make_event("play") for _ in range(20)]
+    db.execute("ALTER TABLE video_events RENAME COLUMN position_s TO position_s_gone")
+    try:
+        with capture_logs() as logs:
+            start_consumer(settings, "schema-gap")
+            append_raw(redis_client, settings.stream, events)
+            attempts = ("database_error", "batch_isolated")  # an outage, or a poison hunt
+            wait_for(
+                lambda: (
+                    sum(e["event"] in attempts for e in logs) >= 3
+                    or bool(dead_letters(redis_client, settings))
+                ),
+                "three attempts on the missing column",
+            )
+        assert dead_letters(redis_client, settings) == []
+        assert count(db, "video_events") == 0
+        assert len(pending_ids(redis_client, settings)) == len(events)
+    finally:
+        db.execute("ALTER TABLE video_events RENAME COLUMN position_s_gone TO position_s")
+    wait_for(lambda: count(db, "video_events") == len(events), "the held events to land")
+    assert_exactly_once(db, events)
+    assert dead_letters(redis_client, settings) == []
 
 
 def test_redis_going_away_delays_but_loses_nothing(
