@@ -103,8 +103,9 @@ def migrate(database_url: str) -> bool:
 
     An empty database gets schema.sql, with every known migration recorded as applied.
     A database of release 0.1 (its tables, no schema_migrations) gets every migration,
-    0001 making it version 1 (release 0.1 itself); a versioned one gets those it lacks. Each migration runs
-    in its own transaction with its record. Returns True when the database was created.
+    0001 making it version 1 (release 0.1 itself); a versioned one gets those it lacks.
+    Each migration runs in its own transaction with its record. Returns True when the
+    database was created.
     """
     created = create_database_if_missing(database_url)
     with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
