@@ -103,10 +103,14 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.supervisor import run_pipeline
+    from vidpulse.supervisor import PipelineFailed, check_port_free, run_pipeline
 
-    cmd_migrate(settings, args)
-    return run_pipeline(host=args.host, port=args.port)
+    try:
+        check_port_free(args.host, args.port)
+        cmd_migrate(settings, args)
+        return run_pipeline(host=args.host, port=args.port)
+    except PipelineFailed as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
