@@ -14,8 +14,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,8 +50,9 @@ _DB_DOWN = (
 # and the statement, never on an event's values: also an outage, never a poison entry.
 _SCHEMA_CLASS = "42"
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-_UPKEEP_EVERY_S = 5.0
+_TRIM_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
+_CONSUMERS_EVERY_MAX_S = 60.0
 _SCHEMA_LOG_EVERY_S = 30.0
 _SCHEMA_POLL_S = 1.0
 
@@ -128,6 +130,26 @@ class Backoff:
         self.delay = self.first
 
 
+@dataclass
+class Timer:
+    """An upkeep task the consumer loop runs every `every_s`, inside its own error boundary."""
+
+    name: str
+    every_s: float
+    task: Callable[[], bool]  # False: could not run now, try again at the next turn
+    due: float = 0.0
+
+    def run_if_due(self, now: float, log: Any) -> None:
+        if now < self.due:
+            return
+        self.due = now + self.every_s
+        try:
+            if not self.task():
+                self.due = now
+        except Exception:  # upkeep must never stop consumption
+            log.exception("upkeep_failed", task=self.name)
+
+
 class Consumer:
     """One consumer of one processor's group. `run()` loops; `process()` handles one batch."""
 
@@ -152,11 +174,17 @@ class Consumer:
             socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
             socket_connect_timeout=2,
         )
-        self.stream = GroupStream(self.redis, self.keys, processor.group, consumer)
+        self.stream = GroupStream(
+            self.redis, self.keys, processor.group, consumer, settings.dlq_max_length
+        )
         self.conn: psycopg.Connection[Any] | None = None
         self.log = log.bind(processor=processor.name, consumer=consumer)
-        self._next_upkeep = 0.0
-        self._next_purge = 0.0
+        consumers_every_s = min(_CONSUMERS_EVERY_MAX_S, settings.consumer_idle_ms / 2000)
+        self._timers = [
+            Timer("trim", _TRIM_EVERY_S, self._trim),
+            Timer("purge", _PURGE_EVERY_S, self._purge),
+            Timer("idle_consumers", consumers_every_s, self._forget_idle_consumers),
+        ]
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
 
@@ -442,23 +470,32 @@ class Consumer:
 
     def _upkeep(self) -> None:
         now = time.monotonic()
-        if now < self._next_upkeep:
-            return
-        self._next_upkeep = now + _UPKEEP_EVERY_S
-        try:
-            trim_processed(self.redis, self.keys.stream)
-            if now >= self._next_purge and self.conn is not None and not self.conn.closed:
-                self._next_purge = now + _PURGE_EVERY_S
-                with self.conn.transaction():
-                    purged = ledger.purge(
-                        self.conn, self.processor.ledger_table, self.settings.applied_retention_days
-                    )
-                    if self.processor.purge is not None:
-                        purged += self.processor.purge(self.conn, self.settings)
-                if purged:
-                    self.log.info("purged", rows=purged)
-        except Exception:  # upkeep must never stop consumption
-            self.log.exception("upkeep_failed")
+        for timer in self._timers:
+            timer.run_if_due(now, self.log)
+
+    def _trim(self) -> bool:
+        trim_processed(self.redis, self.keys.stream)
+        return True
+
+    def _purge(self) -> bool:
+        if self.conn is None or self.conn.closed:
+            return False
+        with self.conn.transaction():
+            purged = ledger.purge(
+                self.conn, self.processor.ledger_table, self.settings.applied_retention_days
+            )
+            if self.processor.purge is not None:
+                purged += self.processor.purge(self.conn, self.settings)
+        if purged:
+            self.log.info("purged", rows=purged)
+        return True
+
+    def _forget_idle_consumers(self) -> bool:
+        """Remove the group's consumers idle past the limit that hold no pending entry."""
+        removed = self.stream.forget_idle_consumers(self.settings.consumer_idle_ms)
+        if removed:
+            self.log.info("idle_consumers_removed", consumers=removed)
+        return True
 
     def _close(self) -> None:
         ahead, self._ahead = self._ahead, None

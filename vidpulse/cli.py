@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -14,13 +15,16 @@ from typing import Any, NoReturn
 
 import psycopg
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vidpulse import logs
 from vidpulse.settings import ConfigError, Settings
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class CommandError(Exception):
@@ -129,22 +133,41 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.deadletters import list_dead, replay
+    from vidpulse import deadletters
     from vidpulse.keys import Keys
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
     keys = Keys(settings.stream)
+    if args.action != "drop" and (args.ids or args.all):
+        raise ConfigError(f"dlq {args.action} takes no ids and no --all")
+    if args.action == "drop" and sum((bool(args.ids), args.group is not None, args.all)) != 1:
+        raise ConfigError("dlq drop needs dead-letter ids, or --group G, or --all (one of them)")
+    bad = [i for i in args.ids if not _STREAM_ID.fullmatch(i)]
+    if bad:
+        raise ConfigError(f"not a dead-letter id (like 1700000000000-0): {bad[0]}")
     try:
         if args.action == "replay":
-            n = replay(client, keys, args.group)
-            print(f"replayed {n} dead letters onto {keys.stream}")
+            report = deadletters.replay(client, keys, args.group)
+            print(f"replayed {report.replayed} dead letters onto {keys.stream}")
+            for entry_id, why in report.broken:
+                print(f"not replayed {entry_id}: {why}")
+            if report.broken:
+                raise CommandError(
+                    f"{len(report.broken)} dead letters could not be replayed and stay in "
+                    f"{keys.dlq}; remove them with `vidpulse dlq drop ID...`"
+                )
+        elif args.action == "drop":
+            n = deadletters.drop(client, keys, ids=args.ids, group=args.group, everything=args.all)
+            print(f"dropped {n} dead letters from {keys.dlq}")
         else:
-            for item in list_dead(client, keys, args.count):
+            for item in deadletters.list_dead(client, keys, args.count):
                 print(json.dumps(item))
-    except (RedisError, OSError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
         ) from None
+    except RedisError as exc:
+        raise CommandError(f"Redis refused: {_first_line(exc)}") from None
     return 0
 
 
@@ -220,9 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("dlq", help="list or replay dead letters")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("--group", help="replay only this group's dead letters")
+    p = sub.add_parser("dlq", help="list, replay or drop dead letters")
+    p.add_argument("action", choices=["list", "replay", "drop"])
+    p.add_argument("ids", nargs="*", metavar="ID", help="drop: these dead letters")
+    p.add_argument("--group", help="replay or drop only this group's dead letters")
+    p.add_argument("--all", action="store_true", help="drop: every dead letter")
     p.add_argument("--count", type=int, default=100, help="how many to list")
     p.set_defaults(func=cmd_dlq)
 

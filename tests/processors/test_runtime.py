@@ -559,6 +559,60 @@ def test_entries_a_dead_consumer_never_acked_are_claimed_after_claim_idle(
 # -- outages ---------------------------------------------------------------------------
 
 
+def consumer_pending(client: redis.Redis, settings: Settings) -> dict[str, int]:
+    """{consumer name: pending count} of the raw group."""
+    return {
+        c["name"].decode(): int(c["pending"])
+        for c in client.xinfo_consumers(settings.stream, "raw")
+    }
+
+
+def test_idle_consumer_is_removed_only_once_its_pending_entries_are_claimed(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+) -> None:
+    """Idle consumers go; one holding entries stays until they are claimed, then goes too."""
+    settings = make_settings(consumer_idle_ms=300, claim_idle_ms=60_000)
+    ensure_groups(redis_client, settings.stream)
+    events = [make_event("play") for _ in range(5)]
+    append_raw(redis_client, settings.stream, events)
+    redis_client.xreadgroup("raw", "killed", {settings.stream: ">"}, count=5)  # never acked
+    redis_client.xgroup_createconsumer(settings.stream, "raw", "idle-empty")
+    assert consumer_pending(redis_client, settings) == {"killed": 5, "idle-empty": 0}
+
+    stop = threading.Event()
+    live = Consumer(PROCESSORS["raw"], settings, consumer="live", stop=stop)
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: "idle-empty" not in consumer_pending(redis_client, settings),
+            "the idle consumer without pending entries to be removed",
+        )
+        assert consumer_pending(redis_client, settings)["killed"] == 5
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert consumer_pending(redis_client, settings)["killed"] == 5
+
+    claiming = make_settings(consumer_idle_ms=300, claim_idle_ms=300)
+    stop = threading.Event()
+    live = Consumer(PROCESSORS["raw"], claiming, consumer="claimer", stop=stop)
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: "killed" not in consumer_pending(redis_client, settings),
+            "the killed consumer to go once its entries are claimed",
+        )
+        wait_for(lambda: count(db, "video_events") == 5, "the claimed events to land")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert_exactly_once(db, events)
+
+
 def test_postgresql_refusing_connections_delays_but_loses_nothing(
     ingest: TestClient,
     make_settings: Callable[..., Settings],
