@@ -118,6 +118,8 @@ def make_settings(
         "block_ms": 100,
         "batch_size": 100,
         "log_format": "console",
+        # Tests write events of long-gone months; only retention tests ask for a retention.
+        "raw_retention_days": 100 * 366,
     }
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(_TRUNCATE)

@@ -171,6 +171,27 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.raw import drop_expired_partitions
+
+    days = settings.raw_retention_days
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=10) as conn, conn.transaction():
+            dropped = drop_expired_partitions(conn, days, dry_run=args.dry_run)
+    except psycopg.OperationalError as exc:
+        raise CommandError(
+            f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
+        ) from None
+    except psycopg.Error as exc:
+        raise CommandError(f"retention failed: {_first_line(exc)}") from None
+    verb = "would drop" if args.dry_run else "dropped"
+    for name, rows in dropped:
+        print(f"{verb} {name} ({rows} rows)")
+    if not dropped:
+        print(f"no video_events partition lies wholly more than {days} days back")
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.simulate import main_progress, simulate
 
@@ -250,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="drop: every dead letter")
     p.add_argument("--count", type=int, default=100, help="how many to list")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser(
+        "retention", help="drop video_events partitions older than VIDPULSE_RAW_RETENTION_DAYS"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser(
         "simulate", help="send realistic tracker traffic at a steady event rate to an ingest"
