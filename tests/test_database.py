@@ -269,3 +269,19 @@ def test_check_schema_names_the_missing_migration_and_the_command(
         conn.execute("DELETE FROM schema_migrations WHERE version = 1")
         with pytest.raises(SchemaBehind, match=r"missing 0001_schema_migrations.*vidpulse migrate"):
             check_schema(conn)
+
+
+def test_process_against_a_database_behind_exits_1_with_one_line_when_told(
+    make_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    """`process --exit-if-behind` on a release-0.1 database: exit 1, one line, run migrate."""
+    url = make_database()
+    with connect(url) as conn:
+        conn.execute((RELEASES / "schema_0_1.sql").read_text().encode())
+    env = settings_env(make_settings(database_url=url))
+    result = run_vidpulse("process", "raw", "--exit-if-behind", env=env, timeout=60)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("vidpulse:")]
+    assert len(lines) == 1, result.stderr
+    assert "run `vidpulse migrate`" in lines[0]
+    assert "Traceback" not in result.stderr
