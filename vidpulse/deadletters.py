@@ -13,6 +13,7 @@ from vidpulse.keys import Keys, text
 # The fields of the original entry; the rest of a dead letter says why it died.
 _ORIGINAL_FIELDS = (b"event", b"received_at", b"user_agent", b"referer")
 _PAGE = 1000
+_NOTHING_TO_REPLAY = "none of the original entry's fields (event, received_at, ...) is kept"
 
 
 @dataclass
@@ -48,7 +49,8 @@ def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> ReplayR
     Every group sees a replayed event again; the processors that applied it already
     skip it (their ledgers hold its event_id), the others apply it now. So an entry
     several groups dead-lettered goes back once, not once per group. A dead letter
-    without its original event is reported, left in place, and the rest go on.
+    without any of the original entry's fields is reported, left in place, and the
+    rest go on.
     """
     report = ReplayReport()
     reappended: set[bytes] = set()
@@ -56,8 +58,8 @@ def replay(client: redis.Redis, keys: Keys, group: str | None = None) -> ReplayR
         if group is not None and text(fields.get(b"group", b"")) != group:
             continue
         original = {k: v for k, v in fields.items() if k in _ORIGINAL_FIELDS}
-        if b"event" not in original:
-            report.broken.append((text(entry_id), "no 'event' field: nothing to replay"))
+        if not original:
+            report.broken.append((text(entry_id), _NOTHING_TO_REPLAY))
             continue
         original_id = fields.get(b"original_id")
         pipe = client.pipeline(transaction=True)
