@@ -37,15 +37,20 @@ def node_entries(client: redis.Redis) -> int:
     return int(reply["stream-node-max-entries"]) or 100
 
 
+def fill(client: redis.Redis, stream: str, entries: int) -> None:
+    """Every processor's group, then `entries` small entries appended in chunks."""
+    ensure_groups(client, stream)
+    event = orjson.dumps(make_event("play"))
+    for start in range(0, entries, _CHUNK):
+        client.eval(_FILL_LUA, 1, stream, min(_CHUNK, entries - start), event)
+
+
 def test_a_million_entries_processed_by_every_group_trim_to_one_node(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     """1,000,000 entries read and acked by all four groups: the trim leaves at most one node."""
     stream = settings.stream
-    ensure_groups(redis_client, stream)
-    event = orjson.dumps(make_event("play"))
-    for _ in range(PROCESSED // _CHUNK):
-        redis_client.eval(_FILL_LUA, 1, stream, _CHUNK, event)
+    fill(redis_client, stream, PROCESSED)
     assert redis_client.xlen(stream) == PROCESSED
     full_bytes = int(redis_client.memory_usage(stream, samples=0) or 0)
     for group in PROCESSOR_NAMES:  # every entry delivered and acked: nothing pending
@@ -69,9 +74,7 @@ def test_trim_keeps_everything_from_the_oldest_entry_a_group_still_needs(
 ) -> None:
     """A group lagging at the middle of the stream: nothing from there on is trimmed."""
     stream = settings.stream
-    ensure_groups(redis_client, stream)
-    event = orjson.dumps(make_event("play"))
-    redis_client.eval(_FILL_LUA, 1, stream, 1000, event)
+    fill(redis_client, stream, 1000)
     middle = redis_client.xrange(stream, count=501)[-1][0].decode()
     for group in PROCESSOR_NAMES:
         redis_client.xgroup_setid(stream, group, "$" if group != "metrics" else middle)
