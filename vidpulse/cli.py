@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    p = sub.add_parser(
+        "migrate", help="create the database if missing and apply the migrations it lacks"
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("ingest", help="serve the ingest app")

@@ -16,7 +16,7 @@ _SOURCE_SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
 
 # Serialises concurrent `migrate` runs (several replicas starting at once).
 _MIGRATE_LOCK = 0x76696470
-_MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+_MIGRATION_FILE = re.compile(r"(\d{4})_(\w[\w.-]*)\.sql")
 
 
 def schema_path() -> Path:
