@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.commands import run_vidpulse, settings_env
 from vidpulse.database import (
+    MigrationFailed,
     SchemaBehind,
     applied_versions,
     check_schema,
@@ -285,3 +286,25 @@ def test_process_against_a_database_behind_exits_1_with_one_line_when_told(
     assert len(lines) == 1, result.stderr
     assert "run `vidpulse migrate`" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_failing_migration_is_rolled_back_whole_and_the_earlier_ones_stay(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """Migrations 2 fine, 3 failing halfway: 2 recorded, nothing of 3 left, one-line reason."""
+    for migration in migrations():
+        (tmp_path / migration.path.name).write_text(migration.path.read_text())
+    last = migrations()[-1].version
+    (tmp_path / f"{last + 1:04d}_fine.sql").write_text("CREATE TABLE fine_one (id int);")
+    (tmp_path / f"{last + 2:04d}_broken.sql").write_text(
+        "CREATE TABLE half_done (id int); SELECT no_such_column FROM fine_one;"
+    )
+    url = make_database()
+    with connect(url) as conn:
+        conn.execute((RELEASES / "schema_0_1.sql").read_text().encode())
+    with pytest.raises(MigrationFailed, match=rf"{last + 2:04d}_broken failed .*no_such_column"):
+        migrate(url, directory=tmp_path)
+    with connect(url) as conn:
+        assert max(applied_versions(conn) or {0}) == last + 1
+        assert conn.execute("SELECT to_regclass('fine_one')").fetchone() == ("fine_one",)
+        assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)

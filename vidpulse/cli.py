@@ -37,14 +37,16 @@ def default_consumer_name() -> str:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from processors.streams import ensure_groups
-    from vidpulse.database import migrate
+    from vidpulse.database import MigrationFailed, migrate
 
     try:
-        created = migrate(settings.database_url)
+        done = migrate(settings.database_url)
     except psycopg.OperationalError as exc:
         raise CommandError(
             f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
         ) from None
+    except MigrationFailed as exc:
+        raise CommandError(str(exc)) from None
     try:
         ensure_groups(
             redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream
@@ -53,10 +55,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
         ) from None
-    what = "created and migrated" if created else "migrated"
+    what = "created and migrated" if "created the database" in done else "migrated"
+    steps = "; ".join(step for step in done if step != "created the database")
     print(
-        f"database {what}: {_safe_url(settings.database_url)}; "
-        f"consumer groups ready on {settings.stream}"
+        f"database {what}: {_safe_url(settings.database_url)} "
+        f"({steps or 'already current'}); consumer groups ready on {settings.stream}"
     )
     return 0
 

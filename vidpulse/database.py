@@ -51,6 +51,10 @@ class Migration:
     name: str
     path: Path
 
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
 
 class SchemaBehind(Exception):
     """The database lacks migrations this code needs; the message says what to run."""
@@ -60,17 +64,18 @@ def migrations_dir() -> Path:
     return Path(__file__).with_name("migrations")
 
 
-def migrations() -> list[Migration]:
-    """Every migration this code knows, in version order."""
+def migrations(directory: Path | None = None) -> list[Migration]:
+    """Every migration this code knows (or `directory` holds), in version order."""
+    directory = directory or migrations_dir()
     found: list[Migration] = []
-    for path in sorted(migrations_dir().glob("*.sql")):
+    for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_FILE.fullmatch(path.name)
         if match is None:
             raise ValueError(f"migration file not named NNNN_name.sql: {path}")
         found.append(Migration(int(match[1]), match[2], path))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise ValueError(f"two migration files share a number in {migrations_dir()}")
+        raise ValueError(f"two migration files share a number in {directory}")
     return found
 
 
@@ -91,46 +96,62 @@ def check_schema(conn: psycopg.Connection[Any]) -> None:
     """Raise SchemaBehind (one line) when the database lacks a migration this code knows."""
     missing = missing_migrations(conn)
     if missing:
-        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        names = ", ".join(m.label for m in missing)
         raise SchemaBehind(
             f"the database schema is behind this version of vidpulse (missing {names}): "
             "run `vidpulse migrate`"
         )
 
 
-def migrate(database_url: str) -> bool:
+class MigrationFailed(Exception):
+    """A migration's SQL failed; it was rolled back. The message is one line."""
+
+
+def migrate(database_url: str, *, directory: Path | None = None) -> list[str]:
     """Create the database if missing and bring its schema to the current version.
 
     An empty database gets schema.sql, with every known migration recorded as applied.
     A database of release 0.1 (its tables, no schema_migrations) gets every migration,
     0001 making it version 1 (release 0.1 itself); a versioned one gets those it lacks.
-    Each migration runs in its own transaction with its record. Returns True when the
-    database was created.
+    Each migration runs in its own transaction with its record. Returns what was done,
+    one line each ("created the database", "applied 0002_name", ...), empty when
+    the database was current already. `directory` replaces the packaged migrations.
     """
-    created = create_database_if_missing(database_url)
+    done = ["created the database"] if create_database_if_missing(database_url) else []
     with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
         # A session lock: concurrent `migrate` runs wait here, then find nothing to do.
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
         try:
-            _migrate_locked(conn)
+            done += _migrate_locked(conn, migrations(directory))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
-    return created
+    return done
 
 
-def _migrate_locked(conn: psycopg.Connection[Any]) -> None:
-    known = migrations()
+def _migrate_locked(conn: psycopg.Connection[Any], known: list[Migration]) -> list[str]:
     applied = applied_versions(conn)
     if applied is None and conn.execute("SELECT to_regclass('video_events')").fetchone() == (None,):
         with conn.transaction():
             conn.execute(schema_path().read_text().encode())
             _record(conn, known)
-        return
+        return [f"made the schema of version {known[-1].version} from schema.sql"]
+    done: list[str] = []
     for migration in known:
         if applied is None or migration.version not in applied:
-            with conn.transaction():
-                conn.execute(migration.path.read_text().encode())
-                _record(conn, [migration])
+            try:
+                with conn.transaction():
+                    conn.execute(migration.path.read_text().encode())
+                    _record(conn, [migration])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                raise MigrationFailed(
+                    f"migration {migration.label} failed and was rolled back "
+                    f"({'; '.join(done) or 'nothing applied before it'}): {lines[0]}"
+                ) from exc
+            done.append(f"applied {migration.label}")
+    return done
 
 
 def _record(conn: psycopg.Connection[Any], done: list[Migration]) -> None:
