@@ -115,6 +115,8 @@ def supervise(
     while failed is None and not stop.wait(0.2):
         now = time.monotonic()
         for child in children:
+            if stop.is_set():  # Ctrl-C reaches the children too: their exits are no failures
+                break
             failed = failed or _tend(child, now, first_delay_s, give_up_after)
     killed = _stop_all(children)
     log.info("pipeline_stopped")
