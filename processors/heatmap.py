@@ -138,16 +138,11 @@ class Counters:
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Fold one batch of events into heatmap_sessions and video_heatmap."""
     size = settings.segment_seconds
-    by_session: defaultdict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        by_session[entry.event.session_id].append(entry)
-    keys = sorted(by_session)
-    states = lock_sessions(conn, [by_session[k][0] for k in keys])
+    groups = sessions.by_session(entries)
+    states = lock_sessions(conn, [group[0] for group in groups.values()])
     counters = Counters()
-    refused = 0
-    for key in keys:
-        refused += fold_session(states[key], by_session[key], counters, size)
-    save_sessions(conn, [(key, states[key]) for key in keys])
+    refused = sum(fold_session(states[k], group, counters, size) for k, group in groups.items())
+    save_sessions(conn, list(states.items()))
     rows = counters.rows(size)
     if rows:
         conn.execute(_ADD_COUNTERS, [list(col) for col in zip(*rows, strict=True)])
@@ -159,25 +154,17 @@ def fold_session(state: SessionState, entries: list[Entry], counters: Counters, 
 
     Returns how many events were refused (the session belongs to another video or viewer).
     """
+    admitted, refused = state.binding.admit(entries)
     video_id = state.binding.video_id
+    if video_id is None:
+        return refused
     new_ranges: list[Range] = []
-    refused = 0
-    for entry in entries:
-        if not state.binding.admits(entry):
-            refused += 1
-            continue
-        event = entry.event
-        video_id = event.video_id  # the session's, once admitted
-        ranges = intervals.played(event.played, event.duration_s)
-        granted = intervals.clip(
-            state.credit.grant(sessions.event_ms(entry), ranges), MAX_MEDIA_SECONDS
-        )
+    for entry in admitted:
+        granted = intervals.clip(state.credit.grant_event(entry), MAX_MEDIA_SECONDS)
         for k, seconds in intervals.segment_seconds(granted, size).items():
             counters.millis[(video_id, k)] += sessions.millis(seconds)
         new_ranges.extend(granted)
         state.observe(entry)
-    if video_id is None:
-        return refused
     if new_ranges:
         old = state.coverage
         for k in intervals.segments(intervals.merge(new_ranges), size):

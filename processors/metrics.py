@@ -167,17 +167,11 @@ def fold_session(state: SessionState, entries: list[Entry], batch: Batch) -> int
     was_started = state.started
     days = state.complete_days = state.complete_days or []
     new_days: list[date] = []
-    refused = 0
-    for entry in entries:
-        if not state.binding.admits(entry):
-            refused += 1
-            continue
+    admitted, refused = state.binding.admit(entries)
+    for entry in admitted:
         e = entry.event
         day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
-        granted = state.credit.grant(
-            sessions.event_ms(entry), intervals.played(e.played, e.duration_s)
-        )
-        ms = sessions.millis(intervals.total(granted))
+        ms = sessions.millis(intervals.total(state.credit.grant_event(entry)))
         count = TYPE_COUNTS.get(e.type)
         batch.totals[e.video_id].add_event(e.ts, ms, count)
         batch.daily[(e.video_id, day)].add_event(e.ts, ms, count)
@@ -201,14 +195,11 @@ def fold_session(state: SessionState, entries: list[Entry], batch: Batch) -> int
 
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Add one batch to video_metrics and video_metrics_daily."""
-    by_session: defaultdict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        by_session[entry.event.session_id].append(entry)
-    keys = sorted(by_session)
-    states = lock_sessions(conn, [by_session[k][0] for k in keys])
+    groups = sessions.by_session(entries)
+    states = lock_sessions(conn, [group[0] for group in groups.values()])
     batch = Batch()
-    refused = sum(fold_session(states[k], by_session[k], batch) for k in keys)
-    save_sessions(conn, [(k, states[k]) for k in keys])
+    refused = sum(fold_session(states[k], group, batch) for k, group in groups.items())
+    save_sessions(conn, list(states.items()))
     totals, daily = batch.totals, batch.daily
 
     rows = sorted(batch.members)

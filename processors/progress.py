@@ -298,7 +298,7 @@ class SessionState:
         self.is_preview = self.is_preview or e.is_preview
         if e.duration_s is not None and _later(key, self.duration_key):
             self.duration, self.duration_key = e.duration_s, key
-        ranges = self.credit.grant(key[0], intervals.played(e.played, e.duration_s))
+        ranges = self.credit.grant_event(entry)
         reach = [e.position_s] if e.position_s is not None else []
         if ranges:
             reach.append(ranges[-1][1])
@@ -428,10 +428,8 @@ def fold_session(
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Fold one batch into progress_sessions, progress_played and video_watch_progress."""
     threshold = settings.completion_threshold
-    by_session: defaultdict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        by_session[entry.event.session_id].append(entry)
-    session_ids = sorted(by_session)
+    groups = sessions.by_session(entries)
+    session_ids = list(groups)
     states = lock_sessions(conn, session_ids)
     pairs: set[PairKey] = set()
     new_played: list[tuple[str, int, list[Range]]] = []
@@ -439,7 +437,7 @@ def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Set
     refused = 0
     for session_id in session_ids:
         state = states[session_id]
-        played, placed, refused_here = fold_session(state, by_session[session_id], threshold)
+        played, placed, refused_here = fold_session(state, groups[session_id], threshold)
         refused += refused_here
         if not placed:
             unplaced[session_id] = played

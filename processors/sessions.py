@@ -24,6 +24,8 @@ See docs/processors.md for why honest traffic is never cut by the credit rule.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -75,6 +77,14 @@ def seconds(ms: int) -> Decimal:
     return Decimal(ms).scaleb(-3)
 
 
+def by_session(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
+    """Entries per session in stream order; sessions sorted (the order rows are locked in)."""
+    groups: defaultdict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        groups[entry.event.session_id].append(entry)
+    return dict(sorted(groups.items()))
+
+
 @dataclass
 class Binding:
     """Who a session belongs to; None until the processor applies its first event."""
@@ -89,6 +99,11 @@ class Binding:
             self.video_id, self.viewer_id = e.video_id, e.viewer_id
             return True
         return (e.video_id, e.viewer_id) == (self.video_id, self.viewer_id)
+
+    def admit(self, entries: list[Entry]) -> tuple[list[Entry], int]:
+        """The entries the session admits, in order, and how many it refuses."""
+        kept = [entry for entry in entries if self.admits(entry)]
+        return kept, len(entries) - len(kept)
 
 
 @dataclass
@@ -109,6 +124,11 @@ class Credit:
         out = intervals.take(ranges, allowance)
         self.granted += intervals.total(out)
         return out
+
+    def grant_event(self, entry: Entry) -> list[Range]:
+        """The part of the event's played ranges (clipped, merged) the session is credited."""
+        e = entry.event
+        return self.grant(event_ms(entry), intervals.played(e.played, e.duration_s))
 
     def columns(self) -> tuple[int | None, int | None, float]:
         return (self.lo_ms, self.hi_ms, self.granted)
