@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +43,9 @@ MAX_COVERAGE_RANGES = 512  # a session's stored coverage; beyond, its narrowest 
 
 EventKey = tuple[int, int]  # (event time in ms, stream order)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
 _COUNT_REFUSED = """
 INSERT INTO processor_refusals AS t (processor, reason, events, last_at)
 VALUES (%s, 'session_taken', %s, now())
@@ -52,8 +56,7 @@ SET events = t.events + excluded.events, last_at = excluded.last_at
 
 def event_ms(entry: Entry) -> int:
     """The event's time for "latest" and for the span: ts, at most the received time."""
-    received = entry.received_at.timestamp()
-    return min(entry.event.ts, int(received * 1000))
+    return min(entry.event.ts, (entry.received_at - _EPOCH) // _MS)
 
 
 def stream_order(stream_id: str) -> int:
