@@ -85,8 +85,8 @@ COMMENT ON COLUMN video_heatmap.drop_offs IS
     'Kept current: it moves while a session is still going.';
 
 CREATE TABLE IF NOT EXISTS heatmap_sessions (
-    session_id      text             PRIMARY KEY,
     video_id        text             NOT NULL,
+    session_id      text             NOT NULL,
     viewer_id       text,
     span_lo         bigint,
     span_hi         bigint,
@@ -98,10 +98,13 @@ CREATE TABLE IF NOT EXISTS heatmap_sessions (
     duration_s      double precision,
     duration_ts     bigint,
     duration_order  numeric,
-    drop_segment    integer
+    drop_segment    integer,
+    position_event  uuid,
+    duration_event  uuid,
+    PRIMARY KEY (video_id, session_id)
 );
 COMMENT ON TABLE heatmap_sessions IS
-    'Working state of processor heatmap, one row per session: what it needs to keep '
+    'Working state of processor heatmap, one row per session (session_id is unique): what it needs to keep '
     'video_heatmap exact whatever the order events arrive in. Not meant for analysts.';
 COMMENT ON COLUMN heatmap_sessions.session_id IS 'The session.';
 COMMENT ON COLUMN heatmap_sessions.video_id IS
@@ -125,6 +128,9 @@ COMMENT ON COLUMN heatmap_sessions.duration_ts IS 'Event time (ms) of that event
 COMMENT ON COLUMN heatmap_sessions.duration_order IS 'Stream order of that event.';
 COMMENT ON COLUMN heatmap_sessions.drop_segment IS
     'Segment number (k) in which this session currently counts as a drop-off; NULL before any position.';
+COMMENT ON COLUMN heatmap_sessions.position_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN heatmap_sessions.duration_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+CREATE UNIQUE INDEX IF NOT EXISTS heatmap_sessions_session_idx ON heatmap_sessions (session_id);
 
 CREATE TABLE IF NOT EXISTS heatmap_applied (
     event_id    uuid        PRIMARY KEY,
@@ -183,7 +189,15 @@ CREATE TABLE IF NOT EXISTS progress_sessions (
     os                text,
     referrer          text,
     referrer_ts       bigint,
-    referrer_order    numeric
+    referrer_order    numeric,
+    first_event       uuid,
+    last_event        uuid,
+    course_event      uuid,
+    lesson_event      uuid,
+    duration_event    uuid,
+    position_event    uuid,
+    user_agent_event  uuid,
+    referrer_event    uuid
 );
 COMMENT ON TABLE progress_sessions IS
     'Working state of processor progress, one row per session: the columns of video_sessions plus '
@@ -242,6 +256,14 @@ COMMENT ON COLUMN progress_sessions.os IS 'Operating-system family from user_age
 COMMENT ON COLUMN progress_sessions.referrer IS 'Referer of the first event whose request carried one.';
 COMMENT ON COLUMN progress_sessions.referrer_ts IS 'Event time (ms) of that event.';
 COMMENT ON COLUMN progress_sessions.referrer_order IS 'Stream order of that event.';
+COMMENT ON COLUMN progress_sessions.first_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.last_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.course_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.lesson_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.duration_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.position_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.user_agent_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.referrer_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
 CREATE INDEX IF NOT EXISTS progress_sessions_viewer_video_idx ON progress_sessions (viewer_id, video_id);
 CREATE INDEX IF NOT EXISTS progress_sessions_video_idx ON progress_sessions (video_id);
 
