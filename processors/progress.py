@@ -488,13 +488,14 @@ def place_completions(
     for session_id, ts, ranges in conn.execute(_LOAD_PLAYED, (list(states),)):
         history[session_id].append((ts, intervals.unflat(ranges)))
     for session_id, state in states.items():
+        played = history[session_id] + new_played[session_id]
         state.completed_at = completion_time(
-            [],
-            history[session_id] + new_played[session_id],
-            state.complete_ts,
-            state.duration,
-            threshold,
+            [], played, state.complete_ts, state.duration, threshold
         )
+        if state.completed_at is None and played:
+            # Only a coverage cut to MAX_COVERAGE_RANGES reaches the threshold where its
+            # exact ranges do not: completed, at its latest played ts.
+            state.completed_at = max(ts for ts, _ in played)
 
 
 def lock_sessions(conn: psycopg.Connection[Any], session_ids: list[str]) -> dict[str, SessionState]:
