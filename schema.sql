@@ -111,8 +111,8 @@ COMMENT ON COLUMN heatmap_sessions.video_id IS
     'The video the session belongs to: that of the first of its events this processor applied. '
     'Events naming the session with another video or viewer are refused (processor_refusals).';
 COMMENT ON COLUMN heatmap_sessions.viewer_id IS 'The viewer the session belongs to (as video_id).';
-COMMENT ON COLUMN heatmap_sessions.span_lo IS 'Smallest event time (ms, min(ts, received_at)) of the session''s applied events.';
-COMMENT ON COLUMN heatmap_sessions.span_hi IS 'Greatest event time (ms) of the session''s applied events.';
+COMMENT ON COLUMN heatmap_sessions.span_lo IS 'Smallest ts (ms) of the session''s applied events.';
+COMMENT ON COLUMN heatmap_sessions.span_hi IS 'Greatest ts (ms) of the session''s applied events.';
 COMMENT ON COLUMN heatmap_sessions.granted IS
     'Seconds of played media granted to the session so far: at most 16 * (span_hi - span_lo) / 1000 + 30.';
 COMMENT ON COLUMN heatmap_sessions.coverage IS
@@ -212,8 +212,8 @@ COMMENT ON COLUMN progress_sessions.first_ts IS 'Smallest ts (ms) of the session
 COMMENT ON COLUMN progress_sessions.started_at IS 'Smallest ts of the session''s events.';
 COMMENT ON COLUMN progress_sessions.last_ts IS 'Greatest ts (ms) of the session''s events.';
 COMMENT ON COLUMN progress_sessions.last_event_at IS 'Greatest ts of the session''s events.';
-COMMENT ON COLUMN progress_sessions.span_lo IS 'Smallest event time (ms, min(ts, received_at)) of the session''s events.';
-COMMENT ON COLUMN progress_sessions.span_hi IS 'Greatest event time (ms) of the session''s events.';
+COMMENT ON COLUMN progress_sessions.span_lo IS 'Smallest ts (ms) of the session''s events.';
+COMMENT ON COLUMN progress_sessions.span_hi IS 'Greatest ts (ms) of the session''s events.';
 COMMENT ON COLUMN progress_sessions.granted IS
     'Seconds of played media granted to the session so far: at most 16 * (span_hi - span_lo) / 1000 + 30.';
 COMMENT ON COLUMN progress_sessions.course_id IS 'course_id of the latest event carrying one.';
@@ -305,7 +305,7 @@ COMMENT ON COLUMN video_sessions.position_s IS 'Playhead in seconds, of the late
 COMMENT ON COLUMN video_sessions.max_position_s IS 'Furthest point reached: the greatest position_s or played-range end.';
 COMMENT ON COLUMN video_sessions.watch_seconds IS
     'Seconds played, rewatches included (sum over events of their merged, clipped ranges, each rounded to '
-    'the millisecond). A session is credited at most 16 * its span (greatest minus smallest event time) '
+    'the millisecond). A session is credited at most 16 * its span (greatest minus smallest ts) '
     '+ 30 s of played media; each event gets what of its ranges still fits when it is applied.';
 COMMENT ON COLUMN video_sessions.unique_seconds IS
     'Distinct media seconds played: length of the union of all credited played ranges (coverage), '
@@ -501,8 +501,8 @@ COMMENT ON COLUMN metrics_sessions.video_id IS
     'The video the session belongs to: that of the first of its events this processor applied. '
     'Events naming the session with another video or viewer are refused (processor_refusals).';
 COMMENT ON COLUMN metrics_sessions.viewer_id IS 'The viewer the session belongs to (as video_id).';
-COMMENT ON COLUMN metrics_sessions.span_lo IS 'Smallest event time (ms, min(ts, received_at)) of the session''s events.';
-COMMENT ON COLUMN metrics_sessions.span_hi IS 'Greatest event time (ms) of the session''s events.';
+COMMENT ON COLUMN metrics_sessions.span_lo IS 'Smallest ts (ms) of the session''s events.';
+COMMENT ON COLUMN metrics_sessions.span_hi IS 'Greatest ts (ms) of the session''s events.';
 COMMENT ON COLUMN metrics_sessions.granted IS
     'Seconds of played media granted to the session so far: at most 16 * (span_hi - span_lo) / 1000 + 30.';
 COMMENT ON COLUMN metrics_sessions.started IS 'Whether the session sent a session_start event.';

@@ -8,7 +8,7 @@ state (they are independent consumer groups), and all three get the same answers
   another video or viewer is refused: it counts nowhere, and the refusal is counted
   in `processor_refusals`.
 - **Credit.** A session is credited at most 16 x its span + 30 s of played media,
-  the span being the distance between its smallest and greatest event time. Each
+  the span being the distance between its smallest and greatest ts. Each
   event, as it is applied, is granted the first seconds (in media order) of its
   played ranges that fit in the allowance left: 16 x the span of the events applied
   so far, this one included, + 30 s, minus what was granted before. Only granted
@@ -16,7 +16,9 @@ state (they are independent consumer groups), and all three get the same answers
 - **Order.** "Latest" compares (event time, stream order), where the event time is
   min(ts, received_at): a ts ahead of the server's clock counts as the moment the
   server received the event, so a forged future ts cannot outrank the viewer's own
-  later events. Equal times go to the event the ingest appended later, which is the
+  later events. (The span keeps the plain ts: a client whose clock runs ahead may send
+  a whole queued session in one request, and the ingest accepts ts up to 7 days old
+  anyway.) Equal times go to the event the ingest appended later, which is the
   later request, and within one request the later event of the array.
 
 See docs/processors.md for why honest traffic is never cut by the credit rule.
@@ -118,7 +120,7 @@ class Credit:
     granted: float = 0.0
 
     def grant(self, at_ms: int, ranges: list[Range]) -> list[Range]:
-        """The part of one event's merged ranges the session's allowance still covers."""
+        """The part of one event's merged ranges (its ts `at_ms`) the allowance still covers."""
         self.lo_ms = at_ms if self.lo_ms is None else min(self.lo_ms, at_ms)
         self.hi_ms = at_ms if self.hi_ms is None else max(self.hi_ms, at_ms)
         if not ranges:
@@ -131,7 +133,7 @@ class Credit:
     def grant_event(self, entry: Entry) -> list[Range]:
         """The part of the event's played ranges (clipped, merged) the session is credited."""
         e = entry.event
-        return self.grant(event_ms(entry), intervals.played(e.played, e.duration_s))
+        return self.grant(e.ts, intervals.played(e.played, e.duration_s))
 
     def columns(self) -> tuple[int | None, int | None, float]:
         return (self.lo_ms, self.hi_ms, self.granted)

@@ -63,8 +63,8 @@ def credited(arrivals: list[Arrival]) -> list[tuple[Arrival, Ranges]]:
 
     Walks the events in arrival order. A session belongs to the (video, viewer) of its
     first event; events naming it with another are left out. An event is credited
-    its played ranges from the start while they fit in RATE x (the span of its
-    session's events so far, itself included) + GRACE, minus what the session was
+    its played ranges from the start while they fit in RATE x (the span of the ts of
+    its session's events so far, itself included) + GRACE, minus what the session was
     credited before.
     """
     owner: dict[str, tuple[str, str]] = {}
@@ -79,7 +79,7 @@ def credited(arrivals: list[Arrival]) -> list[tuple[Arrival, Ranges]]:
             e["viewer_id"],
         ):
             continue
-        times[session].append(a.time)
+        times[session].append(e["ts"])
         left = RATE * (max(times[session]) - min(times[session])) / 1000 + GRACE - given[session]
         ranges: Ranges = []
         for lo, hi in played(a.event):
