@@ -57,7 +57,7 @@ SET events = t.events + excluded.events, last_at = excluded.last_at
 
 
 def event_ms(entry: Entry) -> int:
-    """The event's time for "latest" and for the span: ts, at most the received time."""
+    """The event's time for "latest": its ts, at most the moment the server received it."""
     return min(entry.event.ts, (entry.received_at - _EPOCH) // _MS)
 
 
