@@ -33,6 +33,7 @@ from processors.streams import GroupStream, RawEntry, ensure_groups, trim_proces
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
+from vidpulse.telemetry import ProcessorMetrics
 
 log = structlog.get_logger("vidpulse.processor")
 
@@ -144,6 +145,8 @@ class Consumer:
         self._next_purge = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
+        self.metrics = ProcessorMetrics(processor.name)
+        self._applied = 0  # entries new to the ledger in the transaction being committed
 
     # -- the loop -----------------------------------------------------------------
 
@@ -249,6 +252,7 @@ class Consumer:
 
         `decoded` is `decode_all(batch)` when the caller has it already.
         """
+        started = time.perf_counter()
         if redelivered:
             batch = self._drop_exhausted(batch)
         entries, decode_failures = decoded if decoded is not None else decode_all(batch)
@@ -261,6 +265,12 @@ class Consumer:
             self.log.debug("batch_committed", batch=len(done), first_id=done[0], last_id=done[-1])
         if failures:
             self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
+        self.metrics.batch(
+            applied=self._applied,
+            skipped=len(done) - self._applied,
+            failed=len(failures),
+            seconds=time.perf_counter() - started,
+        )
 
     def _drop_exhausted(self, batch: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter redelivered entries already delivered more than allowed.
@@ -296,6 +306,7 @@ class Consumer:
 
     def _dead_letter(self, raw: RawEntry, error: str, deliveries: int) -> None:
         self._redis_call(lambda: self.stream.dead_letter(raw, error, deliveries))
+        self.metrics.dead_lettered()
         self.log.error(
             "dead_lettered",
             stream_id=raw[0],
@@ -310,11 +321,13 @@ class Consumer:
         Returns {stream id: error} for the entries that could not be applied. Waits
         (with backoff) while the database is unreachable.
         """
+        self._applied = 0
         if not entries:
             return {}
         backoff = Backoff(self.stop)
         while True:
             conn = self._connection(backoff)
+            self._applied = 0
             try:
                 with conn.transaction():
                     self._apply(conn, entries)
@@ -325,6 +338,7 @@ class Consumer:
                 if len(entries) == 1:
                     return {entries[0].stream_id: _describe(exc)}
                 try:
+                    self._applied = 0
                     return self._commit_isolated(conn, entries)
                 except _DB_DOWN as exc2:
                     self._database_lost(exc2, backoff)
@@ -349,6 +363,7 @@ class Consumer:
         fresh = ledger.claim_fresh(conn, self.processor.ledger_table, entries)
         if fresh:
             self.processor.apply(conn, fresh, self.settings)
+        self._applied += len(fresh)
 
     # -- connections and upkeep ----------------------------------------------------
 

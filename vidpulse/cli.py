@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import psycopg
@@ -60,19 +61,23 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from vidpulse.telemetry import multiprocess_dir
+
     print(
         f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True
     )
-    uvicorn.run(
-        "ingest.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=True,
-    )
+    # Several workers write their metrics to files that any worker's /metrics sums up.
+    with multiprocess_dir(args.workers):
+        uvicorn.run(
+            "ingest.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=True,
+        )
     return 0
 
 
@@ -93,15 +98,43 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         stop=stop,
         burst=args.burst,
     )
-    consumer.run()
+    with _metrics_server(settings, args.metrics_port):
+        consumer.run()
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: Settings, port: int | None) -> Iterator[None]:
+    """Serve the process's metrics on `port` (else VIDPULSE_METRICS_PORT; 0 = off)."""
+    from vidpulse.telemetry import serve_metrics
+
+    port = settings.metrics_port if port is None else port
+    if not port:
+        yield
+        return
+    try:
+        server = serve_metrics(settings, port=port, host=settings.metrics_host)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc}"
+        ) from None
+    print(f"metrics at {server.url}", flush=True)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.supervisor import run_pipeline
 
     cmd_migrate(settings, args)
-    return run_pipeline(host=args.host, port=args.port)
+    return run_pipeline(
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        metrics_host=settings.metrics_host,
+    )
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -176,6 +209,13 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidpulse", description="Video-engagement analytics pipeline."
@@ -195,11 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="raw, heatmap, progress or metrics")
     p.add_argument("--consumer", help="consumer name (default: HOSTNAME-PID)")
     p.add_argument("--burst", action="store_true", help="exit once nothing is new or pending")
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on this port (default VIDPULSE_METRICS_PORT; 0 = off)",
+    )
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("run", help="migrate, then ingest and every processor, until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9101,
+        help="first port for the processors' metrics, the next free ones after it (0 = off)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="per consumer group: consumers, pending, lag, dead letters")

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     applied_retention_days: int = Field(8, ge=7)
     shutdown_grace_seconds: float = Field(5.0, gt=0)
 
+    # metrics: a processor's Prometheus port (0 = off) and the address it listens on
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", min_length=1)
+
     # logging: "auto" is JSON unless stderr is a terminal
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")
