@@ -62,7 +62,7 @@ INGEST_EVENTS = Counter(
 )
 INGEST_APPEND_SECONDS = Histogram(
     "vidpulse_ingest_append_seconds",
-    "Time to append one request's valid events to the stream.",
+    "Time to append one request's valid events to the stream (appends that succeeded).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 PROCESSOR_EVENTS = Counter(
