@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -319,3 +320,45 @@ def test_metrics_port_out_of_range_is_bad_usage(settings: Settings) -> None:
     result = run_vidpulse("process", "raw", "--metrics-port", "70000", env=settings_env(settings))
     assert result.returncode == 2
     assert "must be a port number" in result.stderr
+
+
+def test_run_gives_each_processor_a_metrics_port(settings: Settings, tmp_path: Path) -> None:
+    """`vidpulse run --metrics-port P` prints one metrics URL per processor, each serving it."""
+    port, base = free_ports(19500, 1)[0], free_ports(19510, 1)[0]
+    log_path = tmp_path / "run.log"
+    urls: dict[str, str] = {}
+
+    def printed() -> bool:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith("metrics: "):
+                _, name, url = line.split()
+                urls[name] = url
+        return len(urls) == len(PROCESSORS) + 1
+
+    with log_path.open("wb") as log:
+        args = ("run", "--port", str(port), "--metrics-port", str(base))
+        proc = start_vidpulse(*args, env=settings_env(settings), log=log)
+        try:
+            wait_for(printed, "the metrics URLs")
+            for name in PROCESSORS:
+                wait_for(lambda name=name: _answers(urls[name]), f"{name} metrics")
+                samples = scrape(urls[name])
+                applied = ("processor", name), ("outcome", "applied")
+                assert ("vidpulse_processor_events_total", frozenset(applied)) in samples
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+    assert urls["ingest"] == f"http://127.0.0.1:{port}/metrics"
+    assert len(set(urls.values())) == len(urls)
+
+
+def test_free_ports_skips_a_taken_port() -> None:
+    """The ports handed to processors skip one something already listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = free_ports(port, 2)
+    assert port not in ports
+    assert len(ports) == 2
+    assert ports[0] > port
