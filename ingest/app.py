@@ -324,7 +324,7 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
     ]
     origins = settings.cors_origin_list
     middleware = [
-        Middleware(RequestMetricsMiddleware),
+        Middleware(RequestMetricsMiddleware, paths=[route.path for route in routes]),
         Middleware(
             LeanCORSMiddleware,
             allow_origins=origins,

@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import pytest
 import redis
-from prometheus_client import generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -27,11 +27,11 @@ from processors.registry import PROCESSORS
 from processors.streams import ensure_groups
 from tests.browser.servers import LiveIngest
 from tests.commands import run_vidpulse, settings_env, start_vidpulse
-from tests.factories import make_event
+from tests.factories import make_event, run_burst
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 from vidpulse.supervisor import free_ports
-from vidpulse.telemetry import metrics_registry
+from vidpulse.telemetry import PROCESSOR_OUTCOMES, metrics_registry
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -263,6 +263,9 @@ def test_route_label_is_the_template_not_the_raw_path(ingest: TestClient) -> Non
     for path in ("/no/such/path", "/etc/passwd", "/v1/events/../../x"):
         assert ingest.get(path).status_code == 404
     assert ingest.get("/v1/events").status_code == 405
+    preflight = {"Origin": "https://site.example", "Access-Control-Request-Method": "POST"}
+    assert ingest.options("/v1/events", headers=preflight).status_code == 200
+    assert ingest.options("/nowhere", headers=preflight).status_code == 200
     after = parse(ingest.get("/metrics").text)
 
     def delta(**labels: str) -> float:
@@ -271,8 +274,10 @@ def test_route_label_is_the_template_not_the_raw_path(ingest: TestClient) -> Non
 
     assert delta(route="unmatched", status="404") == 3
     assert delta(route="/v1/events", status="405") == 1
+    assert delta(route="/v1/events", status="200") == 1
+    assert delta(route="unmatched", status="200") == 1
     routes = {dict(labels)["route"] for name, labels in after if name.endswith("requests_total")}
-    assert not routes & {"/no/such/path", "/etc/passwd"}
+    assert not routes & {"/no/such/path", "/etc/passwd", "/nowhere"}
 
 
 def test_several_ingest_workers_count_together(
@@ -362,3 +367,26 @@ def test_free_ports_skips_a_taken_port() -> None:
     assert port not in ports
     assert len(ports) == 2
     assert ports[0] > port
+
+
+def test_processor_counts_a_poison_entry_as_failed_then_dead_lettered(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """A poison entry counts as failed and dead-lettered; the good one beside it as applied."""
+    settings = make_settings(max_deliveries=1)
+    keys = Keys(settings.stream)
+    ensure_groups(redis_client, keys.stream)
+    redis_client.xadd(keys.stream, {"event": orjson.dumps(make_event("play"))})
+    redis_client.xadd(keys.stream, {"event": b"not an event"})
+
+    def count(outcome: str) -> float:
+        labels = {"processor": "progress", "outcome": outcome}
+        return REGISTRY.get_sample_value("vidpulse_processor_events_total", labels) or 0.0
+
+    before = {o: count(o) for o in PROCESSOR_OUTCOMES}
+    run_burst(settings, "progress")
+    after = {o: count(o) for o in PROCESSOR_OUTCOMES}
+
+    changes = {o: after[o] - before[o] for o in PROCESSOR_OUTCOMES}
+    assert changes == {"applied": 1, "skipped": 0, "failed": 1, "dead_lettered": 1}
+    assert redis_client.xlen(keys.dlq) == 1

@@ -86,12 +86,14 @@ PROCESSOR_BATCH_SECONDS = Histogram(
 class RequestMetricsMiddleware:
     """Count every HTTP request by route template and status (pure ASGI: the hot path).
 
-    The label is the matched route's path template, or "unmatched" for any path no
-    route knows, so hostile URLs cannot grow the number of series.
+    The label is the matched route's path template; a request answered before routing
+    (a CORS preflight) is labelled with its path if it is one of `paths`, the app's
+    route paths; anything else is "unmatched", so hostile URLs cannot add series.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, paths: Iterable[str] = ()) -> None:
         self.app = app
+        self.paths = frozenset(paths)
         self._children: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,7 +112,11 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            key = (getattr(route, "path", UNMATCHED_ROUTE), status)
+            if route is not None:
+                label = getattr(route, "path", UNMATCHED_ROUTE)
+            else:
+                label = scope["path"] if scope["path"] in self.paths else UNMATCHED_ROUTE
+            key = (label, status)
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = INGEST_REQUESTS.labels(*map(str, key))
