@@ -244,17 +244,25 @@ def test_caught_up_group_has_no_lag(settings: Settings, redis_client: redis.Redi
 
 
 def test_scrape_with_redis_gone_answers_redis_down(make_settings: Callable[..., Settings]) -> None:
-    """With Redis unreachable /metrics still answers 200, saying vidpulse_redis_up 0."""
+    """With Redis unreachable /metrics answers 200 with redis_up 0, and counts the 503s."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
     settings = make_settings(redis_url=f"redis://127.0.0.1:{dead_port}/0")
     with TestClient(create_app(settings)) as client:
+        before = parse(client.get("/metrics").text)
+        assert client.post("/v1/events", json=make_event("play")).status_code == 503
         response = client.get("/metrics")
     assert response.status_code == 200
     samples = parse(response.text)
     assert value(samples, "vidpulse_redis_up") == 0
     assert "vidpulse_stream_length" not in names(samples)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    assert delta("vidpulse_ingest_requests_total", route="/v1/events", status="503") == 1
+    assert delta("vidpulse_ingest_events_total", outcome="accepted") == 0
 
 
 def test_route_label_is_the_template_not_the_raw_path(ingest: TestClient) -> None:
