@@ -328,6 +328,22 @@ def test_metrics_port_taken_fails_with_one_line(settings: Settings) -> None:
     ]
 
 
+def test_metrics_port_taken_moves_to_the_next_when_allowed(settings: Settings) -> None:
+    """With --metrics-port-tries, a taken metrics port gives way to the next free one."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ("process", "raw", "--burst", "--metrics-port", str(port))
+        result = run_vidpulse(*args, "--metrics-port-tries", "20", env=settings_env(settings))
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("metrics: ")]
+    _, name, url = line.split()
+    assert name == "raw"
+    served = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert port < served < port + 20
+
+
 def test_metrics_port_out_of_range_is_bad_usage(settings: Settings) -> None:
     """--metrics-port outside 0-65535 is refused as bad usage (exit 2)."""
     result = run_vidpulse("process", "raw", "--metrics-port", "70000", env=settings_env(settings))

@@ -108,7 +108,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         exit_if_behind=args.exit_if_behind,
     )
     try:
-        with _metrics_server(settings, args.metrics_port):
+        with _metrics_server(settings, processor.name, args.metrics_port, args.metrics_port_tries):
             consumer.run()
     except SchemaBehind as exc:
         raise CommandError(str(exc)) from None
@@ -116,7 +116,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _metrics_server(settings: Settings, port: int | None) -> Iterator[None]:
+def _metrics_server(settings: Settings, name: str, port: int | None, tries: int) -> Iterator[None]:
     """Serve the process's metrics on `port` (else VIDPULSE_METRICS_PORT; 0 = off)."""
     from vidpulse.telemetry import serve_metrics
 
@@ -125,12 +125,13 @@ def _metrics_server(settings: Settings, port: int | None) -> Iterator[None]:
         yield
         return
     try:
-        server = serve_metrics(settings, port=port, host=settings.metrics_host)
+        server = serve_metrics(settings, port=port, host=settings.metrics_host, tries=tries)
     except OSError as exc:
+        where = f"{port}" if tries == 1 else f"{port}-{port + tries - 1}"
         raise CommandError(
-            f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc}"
+            f"cannot serve metrics on {settings.metrics_host}:{where}: {exc.strerror or exc}"
         ) from None
-    print(f"metrics at {server.url}", flush=True)
+    print(f"metrics: {name} {server.url}", flush=True)
     try:
         yield
     finally:
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=_port,
         help="serve Prometheus metrics on this port (default VIDPULSE_METRICS_PORT; 0 = off)",
+    )
+    p.add_argument(
+        "--metrics-port-tries",
+        type=_positive(int),
+        default=1,
+        help="when the metrics port is taken, try the next ones: this many ports in all",
     )
     p.set_defaults(func=cmd_process)
 

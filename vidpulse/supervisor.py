@@ -24,6 +24,7 @@ _MAX_RESTART_DELAY_S = 30.0
 # many such failures in a row the pipeline gives up rather than restart it forever.
 _QUICK_EXIT_S = 10.0
 _GIVE_UP_AFTER = 5
+_METRICS_PORT_TRIES = 100
 
 
 class PipelineFailed(Exception):
@@ -102,7 +103,9 @@ def run_pipeline(
     metrics_ports = dict(zip(PROCESSORS, ports, strict=False))
     for processor in PROCESSORS:
         children[processor] = _command("process", processor, "--consumer", consumer_name(processor))
+        # Another run starting at the same moment may take a port first: the next will do.
         children[processor] += ["--metrics-port", str(metrics_ports.get(processor, 0))]
+        children[processor] += ["--metrics-port-tries", str(_METRICS_PORT_TRIES)]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -114,9 +117,8 @@ def run_pipeline(
         f"tracker at http://{host}:{port}/v1/tracker.js. Ctrl-C stops everything.",
         flush=True,
     )
+    # Each processor prints its own "metrics: NAME URL" line once it serves them.
     print(f"metrics: ingest http://{host}:{port}/metrics", flush=True)
-    for processor, mport in metrics_ports.items():
-        print(f"metrics: {processor} http://{metrics_host}:{mport}/metrics", flush=True)
     return supervise(children, stop)
 
 

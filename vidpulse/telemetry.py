@@ -11,6 +11,7 @@ processors).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -304,14 +305,23 @@ class MetricsServer:
         self._server.server_close()
 
 
-def serve_metrics(settings: Settings, *, port: int, host: str) -> MetricsServer:
+def serve_metrics(settings: Settings, *, port: int, host: str, tries: int = 1) -> MetricsServer:
     """Serve this process's metrics and the stream gauges on host:port (any path).
 
-    Raises OSError when the port cannot be bound.
+    When the port is taken, the next ones are tried, `tries` ports in all. Raises
+    OSError when none can be bound.
     """
-    server, _ = start_http_server(port, addr=host, registry=metrics_registry(settings))
-    bound = server.server_address[1]
-    return MetricsServer(url=f"http://{host}:{bound}/metrics", _server=server)
+    registry = metrics_registry(settings)
+    last = min(port + tries, 65536) - 1
+    for candidate in range(port, last + 1):
+        try:
+            server, _ = start_http_server(candidate, addr=host, registry=registry)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and candidate < last:
+                continue
+            raise
+        return MetricsServer(url=f"http://{host}:{candidate}/metrics", _server=server)
+    raise ValueError(f"no port to try from {port} ({tries} tries)")
 
 
 @contextlib.contextmanager
