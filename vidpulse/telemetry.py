@@ -68,8 +68,8 @@ INGEST_APPEND_SECONDS = Histogram(
 )
 PROCESSOR_EVENTS = Counter(
     "vidpulse_processor_events",
-    "Stream entries a processor handled: applied (committed), skipped (applied before, "
-    "per the ledger), failed (a delivery that failed: retried later, or dead-lettered "
+    "Stream entries a processor handled: applied (committed), skipped (committed without "
+    "effect: applied before per the ledger, or of a forgotten viewer), failed (a delivery that failed: retried later, or dead-lettered "
     "once out of deliveries), dead_lettered (moved to the dead-letter stream).",
     ["processor", "outcome"],
 )
