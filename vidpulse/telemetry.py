@@ -69,8 +69,9 @@ INGEST_APPEND_SECONDS = Histogram(
 PROCESSOR_EVENTS = Counter(
     "vidpulse_processor_events",
     "Stream entries a processor handled: applied (committed), skipped (committed without "
-    "effect: applied before per the ledger, or of a forgotten viewer), failed (a delivery that failed: retried later, or dead-lettered "
-    "once out of deliveries), dead_lettered (moved to the dead-letter stream).",
+    "effect: applied before per the ledger, or of a forgotten viewer), failed (a delivery "
+    "that failed: retried later, or dead-lettered once out of deliveries), dead_lettered "
+    "(moved to the dead-letter stream).",
     ["processor", "outcome"],
 )
 PROCESSOR_BATCH_SECONDS = Histogram(
