@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Any
 
-from bench import dashboard, drain, e2e, ingest
+from bench import dashboard, drain, e2e, ingest, sessions
 from bench.env import BenchEnv
 from bench.report import Row, chart, machine, markdown, service_versions, table, write_json
 
-PARTS = ("ingest", "processors", "e2e", "dashboard")
+PARTS = ("ingest", "processors", "e2e", "sessions", "dashboard")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,6 +91,24 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
                 baseline_text=f"{sent:,.0f} ev/s sent",
                 target=f"< {run['lag_target_s']:g} s",
                 passed=lag < run["lag_target_s"] and sent >= 0.95 * run["rate"],
+            )
+        )
+    if "sessions" in results:
+        late = results["sessions"]["late_event_ms"]
+        small, large = late["1000"], late["100000"]
+        rows.append(
+            Row(
+                figure="late event after 100,000 ranges (progress + heatmap)",
+                value=large,
+                unit="ms",
+                value_text=f"{large:,.0f} ms",
+                baseline_name="after 1,000 ranges",
+                baseline=small,
+                baseline_text=f"{small:,.0f} ms (after 1,000 ranges)",
+                ratio=large / small if small else None,
+                # 100 times the ranges; bounded state keeps the cost about the same.
+                target="<= 10x",
+                passed=large <= 10 * small,
             )
         )
     if "dashboard" in results:
@@ -188,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in parts:
             print(f"- end to end: {ecfg.rate:,.0f} events/s for {ecfg.duration_s:.0f}s", flush=True)
             results["e2e"] = e2e.run(env, ecfg)
+        if "sessions" in parts:
+            print("- sessions: one late event after 1,000 and 100,000 played ranges", flush=True)
+            results["sessions"] = sessions.run(env, sessions.SessionsConfig())
         if "dashboard" in parts:
             print(
                 f"- dashboard: {dashcfg.videos:,} videos, {dashcfg.sessions:,} sessions; "

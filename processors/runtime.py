@@ -14,8 +14,10 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +29,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors import cache_versions, ledger
+from processors import cache_versions, forgotten, ledger
 from processors.base import Entry, Processor
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
+from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
+from vidpulse.telemetry import ProcessorMetrics
 
 log = structlog.get_logger("vidpulse.processor")
 
@@ -43,11 +47,16 @@ _DB_DOWN = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
-    psycopg.errors.UndefinedTable,
 )
+# SQLSTATE class 42 (undefined table or column, privileges, ...) depends on the schema
+# and the statement, never on an event's values: also an outage, never a poison entry.
+_SCHEMA_CLASS = "42"
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-_UPKEEP_EVERY_S = 5.0
+_TRIM_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
+_CONSUMERS_EVERY_MAX_S = 60.0
+_SCHEMA_LOG_EVERY_S = 30.0
+_SCHEMA_POLL_S = 1.0
 
 
 # Event.model_validate_json without its per-call wrapper: the same validator, all of
@@ -57,6 +66,14 @@ _validate_event = Event.__pydantic_validator__.validate_json
 
 class Stopped(Exception):
     """A stop was requested while waiting; the work in hand is abandoned uncommitted."""
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot take any batch now (wait), not this batch."""
+    if isinstance(exc, _DB_DOWN):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.Error) and (sqlstate or "").startswith(_SCHEMA_CLASS)
 
 
 def decode(raw: RawEntry) -> Entry:
@@ -115,6 +132,26 @@ class Backoff:
         self.delay = self.first
 
 
+@dataclass
+class Timer:
+    """An upkeep task the consumer loop runs every `every_s`, inside its own error boundary."""
+
+    name: str
+    every_s: float
+    task: Callable[[], bool]  # False: could not run now, try again at the next turn
+    due: float = 0.0
+
+    def run_if_due(self, now: float, log: Any) -> None:
+        if now < self.due:
+            return
+        self.due = now + self.every_s
+        try:
+            if not self.task():
+                self.due = now
+        except Exception:  # upkeep must never stop consumption
+            log.exception("upkeep_failed", task=self.name)
+
+
 class Consumer:
     """One consumer of one processor's group. `run()` loops; `process()` handles one batch."""
 
@@ -126,8 +163,10 @@ class Consumer:
         consumer: str,
         stop: threading.Event | None = None,
         burst: bool = False,
+        exit_if_behind: bool = False,
     ) -> None:
         self.processor = processor
+        self.exit_if_behind = exit_if_behind
         self.settings = settings
         self.keys = Keys(settings.stream)
         self.stop = stop or threading.Event()
@@ -137,13 +176,22 @@ class Consumer:
             socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
             socket_connect_timeout=2,
         )
-        self.stream = GroupStream(self.redis, self.keys, processor.group, consumer)
+        self.stream = GroupStream(
+            self.redis, self.keys, processor.group, consumer, settings.dlq_max_length
+        )
         self.conn: psycopg.Connection[Any] | None = None
         self.log = log.bind(processor=processor.name, consumer=consumer)
-        self._next_upkeep = 0.0
-        self._next_purge = 0.0
+        consumers_every_s = min(_CONSUMERS_EVERY_MAX_S, settings.consumer_idle_ms / 2000)
+        self._timers = [
+            Timer("trim", _TRIM_EVERY_S, self._trim),
+            Timer("purge", _PURGE_EVERY_S, self._purge),
+            Timer("idle_consumers", consumers_every_s, self._forget_idle_consumers),
+        ]
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
+        self.metrics = ProcessorMetrics(processor.name)
+        self._applied = 0  # entries new to the ledger in the transaction being committed
+        self._dropped: dict[str, Entry] = {}  # events of forgotten viewers, by stream id
 
     # -- the loop -----------------------------------------------------------------
 
@@ -152,6 +200,7 @@ class Consumer:
         self.log.info("consumer_starting", stream=self.keys.stream)
         try:
             self._redis_call(lambda: ensure_groups(self.redis, self.keys.stream))
+            self._wait_for_schema()
             self._finish_own_pending()
             claim_cursor, next_claim = "0-0", 0.0
             while not self.stop.is_set():
@@ -183,6 +232,32 @@ class Consumer:
         finally:
             self._close()
         self.log.info("consumer_stopped")
+
+    def _wait_for_schema(self) -> None:
+        """Return once the database has every migration this code knows.
+
+        Behind: raise SchemaBehind when told to exit, else wait, saying so now and then.
+        """
+        backoff = Backoff(self.stop)
+        next_log = 0.0
+        while True:
+            conn = self._connection(backoff)
+            try:
+                with conn.transaction():
+                    check_schema(conn)
+                return
+            except SchemaBehind as exc:
+                if self.exit_if_behind:
+                    raise
+                if time.monotonic() >= next_log:
+                    self.log.warning("schema_behind_waiting", error=str(exc))
+                    next_log = time.monotonic() + _SCHEMA_LOG_EVERY_S
+                if self.stop.wait(_SCHEMA_POLL_S):
+                    raise Stopped from None
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+                self._database_lost(exc, backoff)
 
     def _read_new(self) -> tuple[list[RawEntry], Decoded]:
         batch: list[RawEntry] = self._redis_call(
@@ -249,6 +324,8 @@ class Consumer:
 
         `decoded` is `decode_all(batch)` when the caller has it already.
         """
+        started = time.perf_counter()
+        self._dropped = {}
         if redelivered:
             batch = self._drop_exhausted(batch)
         entries, decode_failures = decoded if decoded is not None else decode_all(batch)
@@ -262,6 +339,14 @@ class Consumer:
             self.log.debug("batch_committed", batch=len(done), first_id=done[0], last_id=done[-1])
         if failures:
             self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
+        self.metrics.batch(
+            applied=self._applied,
+            skipped=len(done) - self._applied,
+            failed=len(failures),
+            seconds=time.perf_counter() - started,
+        )
+        if self._dropped:
+            self._erase_dropped()
 
     def _bump_cache_versions(self, entries: Sequence[Entry], failures: dict[str, str]) -> None:
         """After the commit, before the ack: the dashboard's cache learns what changed."""
@@ -305,6 +390,7 @@ class Consumer:
 
     def _dead_letter(self, raw: RawEntry, error: str, deliveries: int) -> None:
         self._redis_call(lambda: self.stream.dead_letter(raw, error, deliveries))
+        self.metrics.dead_lettered()
         self.log.error(
             "dead_lettered",
             stream_id=raw[0],
@@ -319,23 +405,29 @@ class Consumer:
         Returns {stream id: error} for the entries that could not be applied. Waits
         (with backoff) while the database is unreachable.
         """
+        self._applied = 0
         if not entries:
             return {}
         backoff = Backoff(self.stop)
         while True:
             conn = self._connection(backoff)
+            self._applied = 0
             try:
                 with conn.transaction():
                     self._apply(conn, entries)
                 return {}
-            except _DB_DOWN as exc:
-                self._database_lost(exc, backoff)
             except Exception as exc:
+                if database_down(exc):
+                    self._database_lost(exc, backoff)
+                    continue
                 if len(entries) == 1:
                     return {entries[0].stream_id: _describe(exc)}
                 try:
+                    self._applied = 0
                     return self._commit_isolated(conn, entries)
-                except _DB_DOWN as exc2:
+                except Exception as exc2:
+                    if not database_down(exc2):
+                        raise
                     self._database_lost(exc2, backoff)
 
     def _commit_isolated(
@@ -347,17 +439,56 @@ class Consumer:
                 try:
                     with conn.transaction():
                         self._apply(conn, [entry])
-                except _DB_DOWN:
-                    raise
                 except Exception as exc:
+                    if database_down(exc):
+                        raise
                     failures[entry.stream_id] = _describe(exc)
         self.log.warning("batch_isolated", batch=len(entries), failed=len(failures))
         return failures
 
     def _apply(self, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> None:
+        entries = self._drop_forgotten(conn, entries)
         fresh = ledger.claim_fresh(conn, self.processor.ledger_table, entries)
         if fresh:
             self.processor.apply(conn, fresh, self.settings)
+        self._applied += len(fresh)
+
+    # -- forgotten viewers (`vidpulse forget`) -------------------------------------
+
+    def _drop_forgotten(
+        self, conn: psycopg.Connection[Any], entries: Sequence[Entry]
+    ) -> Sequence[Entry]:
+        """The entries less the events of forgotten viewers made before their erasure."""
+        cutoffs = forgotten.cutoffs(conn, (e.event.viewer_id for e in entries))
+        if not cutoffs:
+            return entries
+        keep: list[Entry] = []
+        for entry in entries:
+            cutoff = cutoffs.get(entry.event.viewer_id)
+            if cutoff is not None and entry.event.ts <= cutoff:
+                self._dropped[entry.stream_id] = entry
+            else:
+                keep.append(entry)
+        return keep
+
+    def _erase_dropped(self) -> None:
+        """Delete the dropped events' stream entries and the keys they named."""
+        dropped, self._dropped = self._dropped, {}
+        self._redis_call(lambda: self.stream.delete(list(dropped)))
+        by_viewer: defaultdict[str, list[Event]] = defaultdict(list)
+        for entry in dropped.values():
+            by_viewer[entry.event.viewer_id].append(entry.event)
+        for viewer, events in by_viewer.items():
+            self._redis_call(
+                lambda viewer=viewer, events=events: forgotten.erase_keys(
+                    self.redis,
+                    self.keys,
+                    viewer,
+                    [e.video_id for e in events],
+                    [e.session_id for e in events],
+                )
+            )
+        self.log.info("forgotten_dropped", events=len(dropped))
 
     # -- connections and upkeep ----------------------------------------------------
 
@@ -406,23 +537,33 @@ class Consumer:
 
     def _upkeep(self) -> None:
         now = time.monotonic()
-        if now < self._next_upkeep:
-            return
-        self._next_upkeep = now + _UPKEEP_EVERY_S
-        try:
-            trim_processed(self.redis, self.keys.stream)
-            if now >= self._next_purge and self.conn is not None and not self.conn.closed:
-                self._next_purge = now + _PURGE_EVERY_S
-                with self.conn.transaction():
-                    purged = ledger.purge(
-                        self.conn, self.processor.ledger_table, self.settings.applied_retention_days
-                    )
-                    if self.processor.purge is not None:
-                        purged += self.processor.purge(self.conn, self.settings)
-                if purged:
-                    self.log.info("purged", rows=purged)
-        except Exception:  # upkeep must never stop consumption
-            self.log.exception("upkeep_failed")
+        for timer in self._timers:
+            timer.run_if_due(now, self.log)
+
+    def _trim(self) -> bool:
+        trim_processed(self.redis, self.keys.stream)
+        return True
+
+    def _purge(self) -> bool:
+        if self.conn is None or self.conn.closed:
+            return False
+        with self.conn.transaction():
+            purged = ledger.purge(
+                self.conn, self.processor.ledger_table, self.settings.applied_retention_days
+            )
+            if self.processor.purge is not None:
+                purged += self.processor.purge(self.conn, self.settings)
+            purged += forgotten.purge(self.conn, self.settings)
+        if purged:
+            self.log.info("purged", rows=purged)
+        return True
+
+    def _forget_idle_consumers(self) -> bool:
+        """Remove the group's consumers idle past the limit that hold no pending entry."""
+        removed = self.stream.forget_idle_consumers(self.settings.consumer_idle_ms)
+        if removed:
+            self.log.info("idle_consumers_removed", consumers=removed)
+        return True
 
     def _close(self) -> None:
         ahead, self._ahead = self._ahead, None

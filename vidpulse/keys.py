@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PROCESSOR_NAMES = ("raw", "heatmap", "progress", "metrics")
+MILESTONES = (25, 50, 75, 90)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,15 @@ class Keys:
     def cache_entry(self, endpoint: str, versions: str, params_digest: str) -> str:
         """A cached answer: the endpoint, the versions it was computed at, its parameters."""
         return f"{self.stream}:cache:{endpoint}:{versions}:{params_digest}"
+
+    # -- what `vidpulse forget` erases of a viewer ------------------------------------
+
+    def viewer_keys(self, video_id: str, viewer_id: str) -> list[str]:
+        """Every key named after a (video, viewer) pair: the milestone dedupe keys."""
+        return [
+            *(self.milestone_dedupe(video_id, viewer_id, m) for m in MILESTONES),
+            self.seed_watched50_dedupe(video_id, viewer_id),
+        ]
 
     @staticmethod
     def group(processor: str) -> str:

@@ -36,7 +36,7 @@ def test_overview_equals_sql_over_the_tables(
     assert got["videos"] == want["videos"] > 0
     assert got["views"] == want["views"] > 0
     assert close(got["watch_seconds"], want["watch_seconds"])
-    assert got["watch_hours"] == round(want["watch_seconds"] / 3600, 2)
+    assert got["watch_hours"] == round(float(want["watch_seconds"]) / 3600, 2)
     assert got["completions"] == want["completions"]
     [viewers] = sql_rows(db, "SELECT count(DISTINCT viewer_id) AS n FROM video_sessions")
     assert got["unique_viewers"] == viewers["n"] > 0
@@ -250,7 +250,7 @@ def test_one_video_equals_sql_over_its_tables(
         assert s["retention_pct"] == round(100.0 * views / top["views"], 2)
         if views:
             length = s["end_s"] - s["start_s"]
-            assert s["rewatch"] == round(row["watch_seconds"] / (views * length), 3)
+            assert s["rewatch"] == round(float(row["watch_seconds"]) / (views * length), 3)
     top_drops = sorted(got["segments"], key=lambda s: (-s["drop_offs"], s["start_s"]))[:3]
     assert got["key_moments"]["most_drop_offs"] == [s for s in top_drops if s["drop_offs"]]
     assert len(got["key_moments"]["most_rewatched"]) == 3

@@ -31,12 +31,14 @@ def test_run_prints_the_dashboard_url_and_a_working_token(
     with log_path.open("wb") as log:
         proc = start_vidpulse("run", "--port", str(port), env=env, log=log)
         try:
-            line = wait_for(
-                lambda: re.search(r"dashboard at (\S+) .*admin token: (\S+)", log_path.read_text()),
+            url = wait_for(
+                lambda: re.search(r"dashboard: (http\S+) ", log_path.read_text()), 60, "its URL"
+            ).group(1)
+            token = wait_for(
+                lambda: re.search(r"dashboard: sign in .* with (\S+)", log_path.read_text()),
                 60,
-                "the dashboard line",
-            )
-            url, token = line.group(1), line.group(2)
+                "the token",
+            ).group(1)
             assert url == f"http://127.0.0.1:{dash_port}/"
             assert len(token) >= 32
             api = f"{url}api/v1/overview"
