@@ -54,3 +54,32 @@ def test_run_prints_the_dashboard_url_and_a_working_token(
     output = log_path.read_text(errors="replace")
     assert code == 0, output
     assert "Traceback" not in output, output
+
+
+def test_dashboard_takes_the_next_free_port_when_told_to(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With --port-tries, a taken port moves the dashboard to the next one, which it prints."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = settings_env(settings, VIDPULSE_ADMIN_TOKENS="t" * 30)
+        log_path = tmp_path / "dashboard.log"
+        with log_path.open("wb") as log:
+            proc = start_vidpulse(
+                "dashboard", "--port", str(port), "--port-tries", "20", env=env, log=log
+            )
+            try:
+                url = wait_for(
+                    lambda: re.search(r"dashboard: (http\S+) ", log_path.read_text()), 30, "its URL"
+                ).group(1)
+                assert url != f"http://127.0.0.1:{port}/"
+                api = f"{url}api/v1/overview"
+                headers = {"Authorization": "Bearer " + "t" * 30}
+                assert wait_for(lambda: _status(api, headers), 30, "the dashboard") == 200
+            finally:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=30)
