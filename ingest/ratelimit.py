@@ -58,15 +58,9 @@ class RateLimitMiddleware:
         self.items: list[RateLimitItem] = parse_many(settings.rate_limit)
         self.hops = settings.trusted_proxy_hops
         self.keys = Keys(settings.stream)
+        self.redis_url = settings.redis_url
         self.retry_after = settings.retry_after_seconds
-        self.storage = RedisStorage(
-            "async+" + settings.redis_url,
-            implementation="redispy",
-            key_prefix=self.keys.rate_limit_prefix,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-        )
-        self.limiter = FixedWindowRateLimiter(self.storage)
+        self._limiter: FixedWindowRateLimiter | None = None
         self._salt: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,8 +69,9 @@ class RateLimitMiddleware:
             return
         try:
             client = await self._client_id(scope)
-            over = [item for item in self.items if not await self.limiter.hit(item, client)]
-            wait = await self._retry_after(over, client) if over else 0
+            limiter = self._limiter or self._make_limiter(scope)
+            over = [item for item in self.items if not await limiter.hit(item, client)]
+            wait = await self._retry_after(limiter, over, client) if over else 0
         except (RedisError, OSError) as exc:
             log.warning("redis_unavailable", error=str(exc))
             error = "the event store is unavailable; keep the events and retry later"
@@ -87,6 +82,18 @@ class RateLimitMiddleware:
             await _send_json(send, 429, error, str(wait))
             return
         await self.app(scope, receive, send)
+
+    def _make_limiter(self, scope: Scope) -> FixedWindowRateLimiter:
+        """The limiter, on the connection pool of the app's Redis client (its lifespan's)."""
+        redis: aioredis.Redis = scope["state"]["redis"]
+        storage = RedisStorage(
+            "async+" + self.redis_url,
+            implementation="redispy",
+            key_prefix=self.keys.rate_limit_prefix,
+            connection_pool=redis.connection_pool,
+        )
+        self._limiter = FixedWindowRateLimiter(storage)
+        return self._limiter
 
     async def _client_id(self, scope: Scope) -> str:
         address = client_address(scope, self.hops)
@@ -102,8 +109,11 @@ class RateLimitMiddleware:
         self._salt = bytes(salt)[:64]
         return self._salt
 
-    async def _retry_after(self, over: list[RateLimitItem], client: str) -> int:
-        reset = max([(await self.limiter.get_window_stats(i, client)).reset_time for i in over])
+    @staticmethod
+    async def _retry_after(
+        limiter: FixedWindowRateLimiter, over: list[RateLimitItem], client: str
+    ) -> int:
+        reset = max([(await limiter.get_window_stats(i, client)).reset_time for i in over])
         return max(1, math.ceil(reset - time.time()))
 
 

@@ -63,6 +63,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True
     )
+    from ingest.server import uvicorn_options
+
     uvicorn.run(
         "ingest.app:app_from_env",
         factory=True,
@@ -70,8 +72,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="warning",
-        access_log=False,
-        proxy_headers=True,
+        **uvicorn_options(settings),
     )
     return 0
 
