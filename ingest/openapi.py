@@ -19,9 +19,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.app import JSONResponse
-from ingest.legacy import VideoComplete, VideoProgress, VideoView, Watched50
+from ingest.legacy import SEED_EVENT, VideoComplete, VideoProgress, VideoView, Watched50
 from vidpulse import __version__
-from vidpulse.events import MAX_FUTURE_MS, MAX_PAST_MS, Event, now_ms
+from vidpulse.events import (
+    DURATION_REQUIRED,
+    EVENT_TYPES,
+    MAX_FUTURE_MS,
+    MAX_PAST_MS,
+    PLAYED_ALLOWED,
+    Event,
+    now_ms,
+)
 from vidpulse.settings import Settings
 
 _REF = "#/components/schemas/{model}"
@@ -80,8 +88,10 @@ def openapi_document(settings: Settings, now: int) -> dict[str, Any]:
     """The ingest's OpenAPI document, with the bounds of `settings` and the window at `now`."""
     schemas = copy.deepcopy(_BASE_SCHEMAS)
     _bound_event(schemas["Event"], settings, now)
+    _bound_seed(schemas["Watched50"], now)
     schemas.update(Rejected=_REJECTED, Accepted=_ACCEPTED, Error=_ERROR)
-    event = {"$ref": _REF.format(model="Event")}
+    schemas.update({f"Event_{t}": _event_of_type(t) for t in EVENT_TYPES})
+    event = {"oneOf": [{"$ref": _REF.format(model=f"Event_{t}")} for t in EVENT_TYPES]}
     events = {"type": "array", "items": event, "minItems": 1}
     events["maxItems"] = settings.max_events_per_request
     body = {
@@ -151,6 +161,40 @@ def _bound_event(schema: dict[str, Any], settings: Settings, now: int) -> None:
     props["event_id"]["description"] = (
         "idempotency key; without it the ingest derives one from the event's content"
     )
+
+
+def _bound_seed(schema: dict[str, Any], now: int) -> None:
+    """The seed body's one event name, and its ts window in seconds or in milliseconds."""
+    props = schema["properties"]
+    props["event"] = {"const": SEED_EVENT, "type": "string"}
+    window = (now - MAX_PAST_MS, now + MAX_FUTURE_MS)
+    props["ts"] = {
+        "anyOf": [
+            {"type": "number", "minimum": window[0] / 1000, "maximum": window[1] / 1000},
+            {"type": "number", "minimum": window[0], "maximum": window[1]},
+        ],
+        "description": "seconds or milliseconds since the epoch",
+    }
+
+
+def _event_of_type(t: str) -> dict[str, Any]:
+    """The Event schema with the rules of type `t`: the fields it needs and those it may not have."""
+    need = {"milestone"} if t == "milestone" else {"position_s"}
+    need |= {"duration_s"} if t in DURATION_REQUIRED else set()
+    need |= {"seek": {"from_s", "to_s"}, "rate_change": {"rate"}}.get(t, set())
+    need |= {"quality"} if t == "quality_change" else set()
+    forbid = set() if t == "milestone" else {"milestone"}
+    forbid |= set() if t == "seek" else {"from_s", "to_s"}
+    forbid |= set() if t in PLAYED_ALLOWED else {"played"}
+    properties: dict[str, Any] = {"type": {"const": t}}
+    properties.update({name: {"not": {"type": "null"}} for name in sorted(need)})
+    properties.update({name: False for name in sorted(forbid)})
+    return {
+        "description": f"An event of type {t}: positions at most duration_s + 1 when both are given",
+        "allOf": [{"$ref": _REF.format(model="Event")}],
+        "properties": properties,
+        "required": ["type", *sorted(need)],
+    }
 
 
 def _post(summary: str, body: dict[str, Any], extra: list[str]) -> dict[str, Any]:
