@@ -178,7 +178,7 @@ def _bound_seed(schema: dict[str, Any], now: int) -> None:
 
 
 def _event_of_type(t: str) -> dict[str, Any]:
-    """The Event schema with the rules of type `t`: the fields it needs and those it may not have."""
+    """The Event schema under the rules of type `t`: the fields it needs and must not have."""
     need = {"milestone"} if t == "milestone" else {"position_s"}
     need |= {"duration_s"} if t in DURATION_REQUIRED else set()
     need |= {"seek": {"from_s", "to_s"}, "rate_change": {"rate"}}.get(t, set())
@@ -188,9 +188,9 @@ def _event_of_type(t: str) -> dict[str, Any]:
     forbid |= set() if t in PLAYED_ALLOWED else {"played"}
     properties: dict[str, Any] = {"type": {"const": t}}
     properties.update({name: {"not": {"type": "null"}} for name in sorted(need)})
-    properties.update({name: False for name in sorted(forbid)})
+    properties.update(dict.fromkeys(sorted(forbid), False))
     return {
-        "description": f"An event of type {t}: positions at most duration_s + 1 when both are given",
+        "description": f"An event of type {t} (positions at most duration_s + 1)",
         "allOf": [{"$ref": _REF.format(model="Event")}],
         "properties": properties,
         "required": ["type", *sorted(need)],

@@ -33,10 +33,10 @@ log = structlog.get_logger("vidpulse.ingest")
 def client_address(scope: Scope, trusted_hops: int) -> str:
     """The client's address: the peer, or the one `trusted_hops` proxies vouch for."""
     peer = scope.get("client")
-    address = peer[0] if peer else ""
+    address = str(peer[0]) if peer else ""
     if trusted_hops == 0:
         return address
-    forwarded = [
+    forwarded: list[str] = [
         part.strip()
         for name, value in scope["headers"]
         if name == b"x-forwarded-for"
@@ -45,8 +45,8 @@ def client_address(scope: Scope, trusted_hops: int) -> str:
     forwarded = [a for a in forwarded if a]
     if not forwarded:
         return address
-    # The last `trusted_hops` entries were written by our proxies, the last of them
-    # naming the peer of the outermost: the client as far as anyone trusted knows.
+    # Each trusted proxy appended its own peer: of the last `trusted_hops` entries, the
+    # first was written by the outermost proxy and names the client it saw.
     return forwarded[-min(trusted_hops, len(forwarded))]
 
 
@@ -90,7 +90,7 @@ class RateLimitMiddleware:
             "async+" + self.redis_url,
             implementation="redispy",
             key_prefix=self.keys.rate_limit_prefix,
-            connection_pool=redis.connection_pool,
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
         )
         self._limiter = FixedWindowRateLimiter(storage)
         return self._limiter
@@ -106,7 +106,9 @@ class RateLimitMiddleware:
         key = self.keys.rate_limit_salt
         await redis.set(key, secrets.token_hex(32), nx=True)
         salt = await redis.get(key)
-        self._salt = bytes(salt)[:64]
+        if not isinstance(salt, bytes):  # gone meanwhile (deleted by hand): made again next time
+            raise RedisError(f"{key} vanished")
+        self._salt = salt
         return self._salt
 
     @staticmethod

@@ -31,7 +31,7 @@ def rss_bytes() -> int:
 
 def read_until_closed(socks: list[socket.socket], deadline: float) -> dict[socket.socket, bytes]:
     """What each socket received until the server closed it (or the deadline passed)."""
-    received = {s: b"" for s in socks}
+    received = dict.fromkeys(socks, b"")
     with selectors.DefaultSelector() as selector:
         for sock in socks:
             sock.setblocking(False)
