@@ -61,6 +61,7 @@ class RateLimitMiddleware:
         self.redis_url = settings.redis_url
         self.retry_after = settings.retry_after_seconds
         self._limiter: FixedWindowRateLimiter | None = None
+        self._pool: object = None
         self._salt: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,7 +70,7 @@ class RateLimitMiddleware:
             return
         try:
             client = await self._client_id(scope)
-            limiter = self._limiter or self._make_limiter(scope)
+            limiter = self._limiter_for(scope)
             over = [item for item in self.items if not await limiter.hit(item, client)]
             wait = await self._retry_after(limiter, over, client) if over else 0
         except (RedisError, OSError) as exc:
@@ -83,9 +84,12 @@ class RateLimitMiddleware:
             return
         await self.app(scope, receive, send)
 
-    def _make_limiter(self, scope: Scope) -> FixedWindowRateLimiter:
+    def _limiter_for(self, scope: Scope) -> FixedWindowRateLimiter:
         """The limiter, on the connection pool of the app's Redis client (its lifespan's)."""
         redis: aioredis.Redis = scope["state"]["redis"]
+        if self._limiter is not None and self._pool is redis.connection_pool:
+            return self._limiter
+        self._pool = redis.connection_pool
         storage = RedisStorage(
             "async+" + self.redis_url,
             implementation="redispy",
