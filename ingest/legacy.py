@@ -2,7 +2,7 @@
 
 - `POST /analytics` takes the watched-50% seed's `{"videoId", "event", "ts", "userId"}`
   and appends one `milestone` 50 event, deduplicated per video and user with the
-  seed's key `{stream}:dedupe:video:{videoId}:user:{userId}:watched50`.
+  seed's key `{stream}:dedupe:video:{videoId}:user:{userId}:watched50` (ids encoded).
 - `POST /api/analytics/video-view`, `video-progress` and `video-complete` take the T190
   guide's bodies and append `session_start`, `progress` (plus `play`, `pause`, `seek`
   for the rise of the client's cumulative counts) and `complete`. Only video-view names

@@ -228,7 +228,7 @@ def parse_event(data: Any, *, now_ms: int | None = None, rules: EdgeRules | None
     if rules is not None and (errors := edge_errors(event, rules)):
         raise InvalidEvent(errors)
     if "event_id" not in data:
-        content = event.model_dump(mode="json", exclude_none=True, exclude=NOT_CONTENT)
+        content = event.model_dump(mode="json", exclude_none=True, exclude=set(NOT_CONTENT))
         event = event.model_copy(update={"event_id": content_event_id(content)})
     return event
 
