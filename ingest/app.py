@@ -140,7 +140,7 @@ def request_context(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str]:
 
 def edge_rules(settings: Settings) -> EdgeRules:
     """The contract rules of this deployment that only the ingest applies."""
-    key = settings.viewer_signing_key.encode() or None
+    key = settings.viewer_signing_key.get_secret_value().encode() or None
     return EdgeRules(max_duration_s=settings.max_duration_seconds, viewer_key=key)
 
 

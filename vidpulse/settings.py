@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     # ingest edge: bounds, origins, signed viewers, rate limit, connection limits
     # (docs/security.md)
     max_duration_seconds: float = Field(43200, gt=0, allow_inf_nan=False)
-    viewer_signing_key: str = Field("", description="HMAC key of signed viewer ids; empty: off")
+    viewer_signing_key: SecretStr = Field(
+        SecretStr(""), description="HMAC key of signed viewer ids; empty: off"
+    )
     rate_limit: str = Field("", description="per client address, e.g. 600/minute; empty: off")
     trusted_proxy_hops: int = Field(0, ge=0, le=16)
     body_timeout_seconds: float = Field(10.0, gt=0, allow_inf_nan=False)
