@@ -81,3 +81,26 @@ def test_stalled_bodies_are_answered_408_and_closed_without_memory_growth(
         for sock in socks:
             sock.close()
         server.stop()
+
+
+def test_connections_past_the_concurrency_limit_get_503_at_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With VIDPULSE_INGEST_LIMIT_CONCURRENCY=20, stalled requests past 20 are answered 503."""
+    settings = make_settings(body_timeout_seconds=2.0, ingest_limit_concurrency=20)
+    server = LiveIngest(settings)
+    server.start()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            sock = socket.create_connection((HOST, server.port))
+            sock.sendall(HEAD + b'{"ty')
+            socks.append(sock)
+        received = read_until_closed(socks, time.monotonic() + 30)
+        statuses = sorted(data[9:12] for data in received.values())
+        assert statuses.count(b"503") >= 20, statuses
+        assert set(statuses) <= {b"408", b"503"}, statuses
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
