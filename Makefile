@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint bench clean
@@ -19,9 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev,bench]'
 	@touch $(STAMP)
 
-run: install ## start Redis/PostgreSQL if needed, migrate, run ingest and all processors (Ctrl-C stops)
+run: install ## start Redis/PostgreSQL if needed, migrate, run ingest and all processors (Ctrl-C stops; PORT=8000)
 	@env=$$($(BIN)/python -m vidpulse.devservices --state-dir .local) || exit 1; \
-	eval "$$env"; exec $(BIN)/vidpulse run
+	eval "$$env"; exec $(BIN)/vidpulse run --port $(PORT)
 
 test: install ## run the test suite against real Redis and PostgreSQL (started if needed)
 	$(BIN)/python -m tests.browser_deps

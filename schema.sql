@@ -1,6 +1,9 @@
 -- vidpulse database schema: the single source of the database shape.
--- Applied idempotently by `vidpulse migrate`. Analysts read the comments:
--- table and column names and meanings are a stable public interface.
+-- `vidpulse migrate` applies it to an empty database (and records every migration
+-- of vidpulse/migrations/ as applied); an existing database gets the migrations it
+-- lacks instead. A change here is also written as the next numbered migration.
+-- Analysts read the comments: table and column names and meanings are a stable
+-- public interface.
 --
 -- Conventions: every processor writes only its own tables. Each processor keeps
 -- a ledger `<processor>_applied` of the event ids it has applied, so that a
@@ -497,3 +500,19 @@ COMMENT ON COLUMN popular_videos.last_event_at IS 'Greatest ts of the video''s e
 -- Upkeep: the processors purge working state older than the ledger retention by these.
 CREATE INDEX IF NOT EXISTS progress_played_ts_idx ON progress_played USING brin (ts);
 CREATE INDEX IF NOT EXISTS metrics_daily_members_day_idx ON metrics_daily_members USING brin (day);
+
+-- ---------------------------------------------------------------------------
+-- the schema's own version
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer     PRIMARY KEY,
+    name        text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE schema_migrations IS
+    'The numbered migrations (vidpulse/migrations/NNNN_name.sql) this database has, one row each. '
+    'Written by `vidpulse migrate`; a process that knows a migration the database lacks waits for it.';
+COMMENT ON COLUMN schema_migrations.version IS 'The migration''s number (NNNN); 1 is release 0.1.';
+COMMENT ON COLUMN schema_migrations.name IS 'The migration''s name (the file name without number and .sql).';
+COMMENT ON COLUMN schema_migrations.applied_at IS 'When it was applied (or when a fresh database was made with it).';

@@ -88,7 +88,7 @@ def openapi_document(settings: Settings, now: int) -> dict[str, Any]:
     """The ingest's OpenAPI document, with the bounds of `settings` and the window at `now`."""
     schemas = copy.deepcopy(_BASE_SCHEMAS)
     _bound_event(schemas["Event"], settings, now)
-    _bound_seed(schemas["Watched50"], now)
+    _bound_watched50(schemas["Watched50"], now)
     schemas.update(Rejected=_REJECTED, Accepted=_ACCEPTED, Error=_ERROR)
     schemas.update({f"Event_{t}": _event_of_type(t) for t in EVENT_TYPES})
     event = {"oneOf": [{"$ref": _REF.format(model=f"Event_{t}")} for t in EVENT_TYPES]}
@@ -163,8 +163,8 @@ def _bound_event(schema: dict[str, Any], settings: Settings, now: int) -> None:
     )
 
 
-def _bound_seed(schema: dict[str, Any], now: int) -> None:
-    """The seed body's one event name, and its ts window in seconds or in milliseconds."""
+def _bound_watched50(schema: dict[str, Any], now: int) -> None:
+    """The /analytics body's one event name, and its ts window in seconds or milliseconds."""
     props = schema["properties"]
     props["event"] = {"const": SEED_EVENT, "type": "string"}
     window = (now - MAX_PAST_MS, now + MAX_FUTURE_MS)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -128,4 +129,52 @@ def _write(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
             cur.executemany(_INSERT_IGNORING_DUPLICATES, rows)
 
 
-PROCESSOR = Processor(name="raw", apply=apply)
+# -- retention: whole monthly partitions older than VIDPULSE_RAW_RETENTION_DAYS -------------
+
+_PARTITION_NAME = re.compile(r"video_events_y(\d{4})m(\d{2})")
+
+
+def expired_partitions(retention_days: int, names: list[str], now: datetime) -> list[str]:
+    """The partitions among `names` whose whole month ended before `now - retention_days`."""
+    cutoff = now - timedelta(days=retention_days)
+    expired: list[str] = []
+    for name in sorted(names):
+        match = _PARTITION_NAME.fullmatch(name)
+        if match and next_month(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)) <= cutoff:
+            expired.append(name)
+    return expired
+
+
+def drop_expired_partitions(
+    conn: psycopg.Connection[Any], retention_days: int, *, dry_run: bool = False
+) -> list[tuple[str, int]]:
+    """Drop (or, dry, only list) the expired partitions; (name, rows) of each.
+
+    Only partitions named as this processor makes them are considered, so a default
+    partition or one an operator attached is never touched.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'video_events'::regclass"
+        )
+    ]
+    dropped: list[tuple[str, int]] = []
+    for name in expired_partitions(retention_days, names, datetime.now(UTC)):
+        table = sql.Identifier(name)
+        found = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        if not dry_run:
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+            _known_partitions.discard(name)
+        dropped.append((name, int(found[0]) if found else 0))
+    return dropped
+
+
+def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """Upkeep: drop the partitions past the retention; returns the rows they held."""
+    return sum(rows for _, rows in drop_expired_partitions(conn, settings.raw_retention_days))
+
+
+PROCESSOR = Processor(name="raw", apply=apply, purge=purge)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from processors import ledger
 from processors.base import Entry, Processor
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
+from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
@@ -43,11 +45,16 @@ _DB_DOWN = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
-    psycopg.errors.UndefinedTable,
 )
+# SQLSTATE class 42 (undefined table or column, privileges, ...) depends on the schema
+# and the statement, never on an event's values: also an outage, never a poison entry.
+_SCHEMA_CLASS = "42"
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-_UPKEEP_EVERY_S = 5.0
+_TRIM_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
+_CONSUMERS_EVERY_MAX_S = 60.0
+_SCHEMA_LOG_EVERY_S = 30.0
+_SCHEMA_POLL_S = 1.0
 
 
 # Event.model_validate_json without its per-call wrapper: the same validator, all of
@@ -57,6 +64,14 @@ _validate_event = Event.__pydantic_validator__.validate_json
 
 class Stopped(Exception):
     """A stop was requested while waiting; the work in hand is abandoned uncommitted."""
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot take any batch now (wait), not this batch."""
+    if isinstance(exc, _DB_DOWN):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.Error) and (sqlstate or "").startswith(_SCHEMA_CLASS)
 
 
 def decode(raw: RawEntry) -> Entry:
@@ -115,6 +130,26 @@ class Backoff:
         self.delay = self.first
 
 
+@dataclass
+class Timer:
+    """An upkeep task the consumer loop runs every `every_s`, inside its own error boundary."""
+
+    name: str
+    every_s: float
+    task: Callable[[], bool]  # False: could not run now, try again at the next turn
+    due: float = 0.0
+
+    def run_if_due(self, now: float, log: Any) -> None:
+        if now < self.due:
+            return
+        self.due = now + self.every_s
+        try:
+            if not self.task():
+                self.due = now
+        except Exception:  # upkeep must never stop consumption
+            log.exception("upkeep_failed", task=self.name)
+
+
 class Consumer:
     """One consumer of one processor's group. `run()` loops; `process()` handles one batch."""
 
@@ -126,8 +161,10 @@ class Consumer:
         consumer: str,
         stop: threading.Event | None = None,
         burst: bool = False,
+        exit_if_behind: bool = False,
     ) -> None:
         self.processor = processor
+        self.exit_if_behind = exit_if_behind
         self.settings = settings
         self.keys = Keys(settings.stream)
         self.stop = stop or threading.Event()
@@ -137,11 +174,17 @@ class Consumer:
             socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
             socket_connect_timeout=2,
         )
-        self.stream = GroupStream(self.redis, self.keys, processor.group, consumer)
+        self.stream = GroupStream(
+            self.redis, self.keys, processor.group, consumer, settings.dlq_max_length
+        )
         self.conn: psycopg.Connection[Any] | None = None
         self.log = log.bind(processor=processor.name, consumer=consumer)
-        self._next_upkeep = 0.0
-        self._next_purge = 0.0
+        consumers_every_s = min(_CONSUMERS_EVERY_MAX_S, settings.consumer_idle_ms / 2000)
+        self._timers = [
+            Timer("trim", _TRIM_EVERY_S, self._trim),
+            Timer("purge", _PURGE_EVERY_S, self._purge),
+            Timer("idle_consumers", consumers_every_s, self._forget_idle_consumers),
+        ]
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
 
@@ -152,6 +195,7 @@ class Consumer:
         self.log.info("consumer_starting", stream=self.keys.stream)
         try:
             self._redis_call(lambda: ensure_groups(self.redis, self.keys.stream))
+            self._wait_for_schema()
             self._finish_own_pending()
             claim_cursor, next_claim = "0-0", 0.0
             while not self.stop.is_set():
@@ -183,6 +227,32 @@ class Consumer:
         finally:
             self._close()
         self.log.info("consumer_stopped")
+
+    def _wait_for_schema(self) -> None:
+        """Return once the database has every migration this code knows.
+
+        Behind: raise SchemaBehind when told to exit, else wait, saying so now and then.
+        """
+        backoff = Backoff(self.stop)
+        next_log = 0.0
+        while True:
+            conn = self._connection(backoff)
+            try:
+                with conn.transaction():
+                    check_schema(conn)
+                return
+            except SchemaBehind as exc:
+                if self.exit_if_behind:
+                    raise
+                if time.monotonic() >= next_log:
+                    self.log.warning("schema_behind_waiting", error=str(exc))
+                    next_log = time.monotonic() + _SCHEMA_LOG_EVERY_S
+                if self.stop.wait(_SCHEMA_POLL_S):
+                    raise Stopped from None
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+                self._database_lost(exc, backoff)
 
     def _read_new(self) -> tuple[list[RawEntry], Decoded]:
         batch: list[RawEntry] = self._redis_call(
@@ -319,14 +389,17 @@ class Consumer:
                 with conn.transaction():
                     self._apply(conn, entries)
                 return {}
-            except _DB_DOWN as exc:
-                self._database_lost(exc, backoff)
             except Exception as exc:
+                if database_down(exc):
+                    self._database_lost(exc, backoff)
+                    continue
                 if len(entries) == 1:
                     return {entries[0].stream_id: _describe(exc)}
                 try:
                     return self._commit_isolated(conn, entries)
-                except _DB_DOWN as exc2:
+                except Exception as exc2:
+                    if not database_down(exc2):
+                        raise
                     self._database_lost(exc2, backoff)
 
     def _commit_isolated(
@@ -338,9 +411,9 @@ class Consumer:
                 try:
                     with conn.transaction():
                         self._apply(conn, [entry])
-                except _DB_DOWN:
-                    raise
                 except Exception as exc:
+                    if database_down(exc):
+                        raise
                     failures[entry.stream_id] = _describe(exc)
         self.log.warning("batch_isolated", batch=len(entries), failed=len(failures))
         return failures
@@ -397,23 +470,32 @@ class Consumer:
 
     def _upkeep(self) -> None:
         now = time.monotonic()
-        if now < self._next_upkeep:
-            return
-        self._next_upkeep = now + _UPKEEP_EVERY_S
-        try:
-            trim_processed(self.redis, self.keys.stream)
-            if now >= self._next_purge and self.conn is not None and not self.conn.closed:
-                self._next_purge = now + _PURGE_EVERY_S
-                with self.conn.transaction():
-                    purged = ledger.purge(
-                        self.conn, self.processor.ledger_table, self.settings.applied_retention_days
-                    )
-                    if self.processor.purge is not None:
-                        purged += self.processor.purge(self.conn, self.settings)
-                if purged:
-                    self.log.info("purged", rows=purged)
-        except Exception:  # upkeep must never stop consumption
-            self.log.exception("upkeep_failed")
+        for timer in self._timers:
+            timer.run_if_due(now, self.log)
+
+    def _trim(self) -> bool:
+        trim_processed(self.redis, self.keys.stream)
+        return True
+
+    def _purge(self) -> bool:
+        if self.conn is None or self.conn.closed:
+            return False
+        with self.conn.transaction():
+            purged = ledger.purge(
+                self.conn, self.processor.ledger_table, self.settings.applied_retention_days
+            )
+            if self.processor.purge is not None:
+                purged += self.processor.purge(self.conn, self.settings)
+        if purged:
+            self.log.info("purged", rows=purged)
+        return True
+
+    def _forget_idle_consumers(self) -> bool:
+        """Remove the group's consumers idle past the limit that hold no pending entry."""
+        removed = self.stream.forget_idle_consumers(self.settings.consumer_idle_ms)
+        if removed:
+            self.log.info("idle_consumers_removed", consumers=removed)
+        return True
 
     def _close(self) -> None:
         ahead, self._ahead = self._ahead, None

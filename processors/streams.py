@@ -45,6 +45,7 @@ class GroupStream:
     keys: Keys
     group: str
     consumer: str
+    dlq_max_length: int = 100_000
 
     def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
         reply: Any = self.client.xreadgroup(
@@ -108,7 +109,7 @@ class GroupStream:
             }
         )
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.keys.dlq, record)
+        pipe.xadd(self.keys.dlq, record, maxlen=self.dlq_max_length, approximate=True)
         pipe.xack(self.keys.stream, self.group, entry_id)
         pipe.execute()
 
@@ -118,10 +119,37 @@ class GroupStream:
 
     def forget_consumer_if_idle(self) -> None:
         """Remove this consumer from the group when it holds no pending entries."""
-        for consumer in self.client.xinfo_consumers(self.keys.stream, self.group):
-            name = text(consumer["name"])
-            if name == self.consumer and int(consumer["pending"]) == 0:
-                self.client.xgroup_delconsumer(self.keys.stream, self.group, self.consumer)
+        self.client.eval(
+            _FORGET_CONSUMERS_LUA, 1, self.keys.stream, self.group, 0, self.consumer, ""
+        )
+
+    def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
+        """Remove the group's other consumers idle `min_idle_ms` with nothing pending."""
+        removed: Any = self.client.eval(
+            _FORGET_CONSUMERS_LUA, 1, self.keys.stream, self.group, min_idle_ms, "", self.consumer
+        )
+        return [text(name) for name in removed]
+
+
+# KEYS[1] stream. ARGV: group, min idle ms, only this consumer ('' = any), never this one.
+# Deletes consumers idle that long holding no pending entry and returns their names. The
+# check and the delete are one atomic step: XGROUP DELCONSUMER drops the consumer's
+# pending entries, so none may be handed to it in between.
+_FORGET_CONSUMERS_LUA = """
+local removed = {}
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local c = {}
+    for i = 1, #row, 2 do
+        c[row[i]] = row[i + 1]
+    end
+    local chosen = (ARGV[3] == '' or c['name'] == ARGV[3]) and c['name'] ~= ARGV[4]
+    if chosen and c['pending'] == 0 and c['idle'] >= tonumber(ARGV[2]) then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
+        removed[#removed + 1] = c['name']
+    end
+end
+return removed
+"""
 
 
 def trim_processed(
@@ -150,7 +178,9 @@ def trim_processed(
         floor = candidate if floor is None else min(floor, candidate, key=_id_key)
     if floor is None or floor == "0-0":
         return None
-    client.xtrim(stream, minid=floor, approximate=True)
+    # LIMIT 0: without it a trim with ~ removes at most 100 nodes (10,000 entries), less
+    # than a busy stream gains between two trims, and the stream would only ever grow.
+    client.xtrim(stream, minid=floor, approximate=True, limit=0)
     return floor
 
 

@@ -245,3 +245,69 @@ def test_dlq_replay_reappends_an_entry_dead_lettered_by_several_groups_once(
     assert "replayed 2 dead letters" in result.stdout
     assert redis_client.xlen(f"{settings.stream}:dlq") == 0
     assert [fields for _, fields in redis_client.xrange(settings.stream)] == [poison, poison]
+
+
+def _dead_letters(client: redis.Redis, settings: Settings) -> list[tuple[str, dict[bytes, bytes]]]:
+    return [(i.decode(), f) for i, f in client.xrange(f"{settings.stream}:dlq")]
+
+
+def _mixed_dead_letters(client: redis.Redis, settings: Settings) -> dict[str, str]:
+    """Dead letters good, broken (no original fields), good, broken; {id: kind}."""
+    dlq = f"{settings.stream}:dlq"
+    made: dict[str, str] = {}
+    for n, kind in enumerate(("good", "broken", "good", "broken")):
+        fields: dict[str, Any] = {"error": "boom", "group": "raw", "original_id": f"{n + 1}-0"}
+        if kind == "good":
+            fields.update(event=orjson.dumps(make_event()), received_at=1)
+        made[client.xadd(dlq, fields).decode()] = kind
+    return made
+
+
+def test_dlq_replay_replays_the_good_and_reports_each_broken_dead_letter(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Replay goes past broken dead letters: good ones back, broken named, kept, exit 1."""
+    made = _mixed_dead_letters(redis_client, settings)
+    result = run_vidpulse("dlq", "replay", env=settings_env(settings))
+    assert result.returncode == 1
+    assert "replayed 2 dead letters" in result.stdout
+    broken = sorted(i for i, kind in made.items() if kind == "broken")
+    for entry_id in broken:
+        assert f"not replayed {entry_id}: none of the original entry's fields" in result.stdout
+    assert "could not be replayed" in one_line(result.stderr)
+    assert "cannot reach" not in result.stderr
+    assert sorted(i for i, _ in _dead_letters(redis_client, settings)) == broken
+    assert redis_client.xlen(settings.stream) == 2
+
+
+def test_dlq_drop_by_id_by_group_and_all(settings: Settings, redis_client: redis.Redis) -> None:
+    """`dlq drop ID`, `--group G` and `--all` remove exactly those dead letters."""
+    env = settings_env(settings)
+    made = list(_mixed_dead_letters(redis_client, settings))
+    redis_client.xadd(f"{settings.stream}:dlq", {"error": "x", "group": "metrics"})
+
+    result = run_vidpulse("dlq", "drop", made[1], made[3], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "dropped 2 dead letters" in result.stdout
+    remaining = [i for i, _ in _dead_letters(redis_client, settings)]
+    assert remaining[:2] == [made[0], made[2]]
+    assert len(remaining) == 3
+
+    result = run_vidpulse("dlq", "drop", "--group", "metrics", env=env)
+    assert "dropped 1 dead letters" in result.stdout
+    assert [i for i, _ in _dead_letters(redis_client, settings)] == [made[0], made[2]]
+
+    result = run_vidpulse("dlq", "drop", "--all", env=env)
+    assert "dropped 2 dead letters" in result.stdout
+    assert _dead_letters(redis_client, settings) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["drop"], ["drop", "--all", "--group", "raw"], ["drop", "not-an-id"], ["list", "--all"]],
+)
+def test_dlq_bad_usage_exits_2_with_one_line(settings: Settings, args: list[str]) -> None:
+    """`dlq drop` needs exactly one of ids, --group, --all, and ids that are stream ids."""
+    result = run_vidpulse("dlq", *args, env=settings_env(settings))
+    assert result.returncode == 2
+    one_line(result.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -14,13 +15,16 @@ from typing import Any, NoReturn
 
 import psycopg
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vidpulse import logs
 from vidpulse.settings import ConfigError, Settings
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class CommandError(Exception):
@@ -33,14 +37,16 @@ def default_consumer_name() -> str:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from processors.streams import ensure_groups
-    from vidpulse.database import migrate
+    from vidpulse.database import MigrationFailed, migrate
 
     try:
-        created = migrate(settings.database_url)
+        done = migrate(settings.database_url)
     except psycopg.OperationalError as exc:
         raise CommandError(
             f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
         ) from None
+    except MigrationFailed as exc:
+        raise CommandError(str(exc)) from None
     try:
         ensure_groups(
             redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream
@@ -49,10 +55,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
         ) from None
-    what = "created and migrated" if created else "migrated"
+    what = "created and migrated" if "created the database" in done else "migrated"
+    steps = "; ".join(step for step in done if step != "created the database")
     print(
-        f"database {what}: {_safe_url(settings.database_url)}; "
-        f"consumer groups ready on {settings.stream}"
+        f"database {what}: {_safe_url(settings.database_url)} "
+        f"({steps or 'already current'}); consumer groups ready on {settings.stream}"
     )
     return 0
 
@@ -80,6 +87,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from processors.registry import PROCESSORS
     from processors.runtime import Consumer
+    from vidpulse.database import SchemaBehind
 
     processor = PROCESSORS.get(args.name)
     if processor is None:
@@ -93,16 +101,24 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         consumer=args.consumer or default_consumer_name(),
         stop=stop,
         burst=args.burst,
+        exit_if_behind=args.exit_if_behind,
     )
-    consumer.run()
+    try:
+        consumer.run()
+    except SchemaBehind as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.supervisor import run_pipeline
+    from vidpulse.supervisor import PipelineFailed, check_port_free, run_pipeline
 
-    cmd_migrate(settings, args)
-    return run_pipeline(host=args.host, port=args.port)
+    try:
+        check_port_free(args.host, args.port)
+        cmd_migrate(settings, args)
+        return run_pipeline(host=args.host, port=args.port)
+    except PipelineFailed as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -121,22 +137,62 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.deadletters import list_dead, replay
+    from vidpulse import deadletters
     from vidpulse.keys import Keys
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
     keys = Keys(settings.stream)
+    if args.action != "drop" and (args.ids or args.all):
+        raise ConfigError(f"dlq {args.action} takes no ids and no --all")
+    if args.action == "drop" and sum((bool(args.ids), args.group is not None, args.all)) != 1:
+        raise ConfigError("dlq drop needs dead-letter ids, or --group G, or --all (one of them)")
+    bad = [i for i in args.ids if not _STREAM_ID.fullmatch(i)]
+    if bad:
+        raise ConfigError(f"not a dead-letter id (like 1700000000000-0): {bad[0]}")
     try:
         if args.action == "replay":
-            n = replay(client, keys, args.group)
-            print(f"replayed {n} dead letters onto {keys.stream}")
+            report = deadletters.replay(client, keys, args.group)
+            print(f"replayed {report.replayed} dead letters onto {keys.stream}")
+            for entry_id, why in report.broken:
+                print(f"not replayed {entry_id}: {why}")
+            if report.broken:
+                raise CommandError(
+                    f"{len(report.broken)} dead letters could not be replayed and stay in "
+                    f"{keys.dlq}; remove them with `vidpulse dlq drop ID...`"
+                )
+        elif args.action == "drop":
+            n = deadletters.drop(client, keys, ids=args.ids, group=args.group, everything=args.all)
+            print(f"dropped {n} dead letters from {keys.dlq}")
         else:
-            for item in list_dead(client, keys, args.count):
+            for item in deadletters.list_dead(client, keys, args.count):
                 print(json.dumps(item))
-    except (RedisError, OSError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
         ) from None
+    except RedisError as exc:
+        raise CommandError(f"Redis refused: {_first_line(exc)}") from None
+    return 0
+
+
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.raw import drop_expired_partitions
+
+    days = settings.raw_retention_days
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=10) as conn, conn.transaction():
+            dropped = drop_expired_partitions(conn, days, dry_run=args.dry_run)
+    except psycopg.OperationalError as exc:
+        raise CommandError(
+            f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
+        ) from None
+    except psycopg.Error as exc:
+        raise CommandError(f"retention failed: {_first_line(exc)}") from None
+    verb = "would drop" if args.dry_run else "dropped"
+    for name, rows in dropped:
+        print(f"{verb} {name} ({rows} rows)")
+    if not dropped:
+        print(f"no video_events partition lies wholly more than {days} days back")
     return 0
 
 
@@ -183,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    p = sub.add_parser(
+        "migrate", help="create the database if missing and apply the migrations it lacks"
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("ingest", help="serve the ingest app")
@@ -196,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="raw, heatmap, progress or metrics")
     p.add_argument("--consumer", help="consumer name (default: HOSTNAME-PID)")
     p.add_argument("--burst", action="store_true", help="exit once nothing is new or pending")
+    p.add_argument(
+        "--exit-if-behind",
+        action="store_true",
+        help="exit 1 when the database lacks a migration, rather than wait for it",
+    )
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("run", help="migrate, then ingest and every processor, until Ctrl-C")
@@ -207,11 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("dlq", help="list or replay dead letters")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("--group", help="replay only this group's dead letters")
+    p = sub.add_parser("dlq", help="list, replay or drop dead letters")
+    p.add_argument("action", choices=["list", "replay", "drop"])
+    p.add_argument("ids", nargs="*", metavar="ID", help="drop: these dead letters")
+    p.add_argument("--group", help="replay or drop only this group's dead letters")
+    p.add_argument("--all", action="store_true", help="drop: every dead letter")
     p.add_argument("--count", type=int, default=100, help="how many to list")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser(
+        "retention", help="drop video_events partitions older than VIDPULSE_RAW_RETENTION_DAYS"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser(
         "simulate", help="send realistic tracker traffic at a steady event rate to an ingest"

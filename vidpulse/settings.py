@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     applied_retention_days: int = Field(8, ge=7)
     shutdown_grace_seconds: float = Field(5.0, gt=0)
 
+    # operations: consumers, dead letters, raw retention
+    consumer_idle_ms: int = Field(
+        3_600_000,
+        ge=1,
+        description="idle time after which a consumer with nothing pending is removed",
+    )
+    dlq_max_length: int = Field(100_000, gt=0, description="dead letters kept (oldest dropped)")
+    raw_retention_days: int = Field(
+        730, ge=1, description="video_events partitions wholly older than this are dropped"
+    )
+
     # logging: "auto" is JSON unless stderr is a terminal
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")

@@ -32,8 +32,12 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
         pending = int(g["pending"])
         oldest_age_s: float | None = None
         if pending:
-            oldest = client.xpending(keys.stream, name)["min"]
-            oldest_age_s = round((now_ms - int(text(oldest).split("-")[0])) / 1000, 1)
+            # Read apart from XINFO: the group may have acked them all in between.
+            summary = client.xpending(keys.stream, name)
+            pending = int(summary["pending"])
+            if pending and summary["min"] is not None:
+                oldest_ms = int(text(summary["min"]).split("-")[0])
+                oldest_age_s = round(max(0, now_ms - oldest_ms) / 1000, 1)
         lag = g.get("lag")
         out.append(
             {

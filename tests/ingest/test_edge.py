@@ -199,8 +199,8 @@ def test_post_from_an_origin_not_listed_is_403_and_appends_nothing(
     )
     assert refused.status_code == 403
     assert "https://evil.example" in refused.json()["error"]
-    seed = {"videoId": "v", "event": "watched_50_percent", "ts": now_ms(), "userId": "u"}
-    legacy = client.post("/analytics", json=seed, headers={"origin": "https://evil.example"})
+    watched = {"videoId": "v", "event": "watched_50_percent", "ts": now_ms(), "userId": "u"}
+    legacy = client.post("/analytics", json=watched, headers={"origin": "https://evil.example"})
     assert legacy.status_code == 403
     assert redis_client.xlen(settings.stream) == 0
     listed = client.post(
@@ -253,10 +253,10 @@ def test_compatibility_routes_check_signed_viewers_too(
 ) -> None:
     """/analytics and video-view with a named user need userSig / user_sig under a key."""
     client, settings = make_client(viewer_signing_key=KEY)
-    seed = {"videoId": "v", "event": "watched_50_percent", "ts": now_ms(), "userId": "u-1"}
-    assert field_errors(client.post("/analytics", json=seed)) == {"userSig"}
-    signed_seed = {**seed, "userSig": viewers.sign(KEY.encode(), "u-1")}
-    assert client.post("/analytics", json=signed_seed).json()["accepted"] == 1
+    watched = {"videoId": "v", "event": "watched_50_percent", "ts": now_ms(), "userId": "u-1"}
+    assert field_errors(client.post("/analytics", json=watched)) == {"userSig"}
+    signed = {**watched, "userSig": viewers.sign(KEY.encode(), "u-1")}
+    assert client.post("/analytics", json=signed).json()["accepted"] == 1
     view = {"session_id": "s-1", "video_id": "v", "video_duration_seconds": 60.0, "user_id": "u-1"}
     assert field_errors(client.post("/api/analytics/video-view", json=view)) == {"user_sig"}
     view["user_sig"] = viewers.sign(KEY.encode(), "u-1")

@@ -25,6 +25,7 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 from processors.registry import PROCESSORS
 from processors.runtime import Consumer, Stopped
@@ -558,6 +559,60 @@ def test_entries_a_dead_consumer_never_acked_are_claimed_after_claim_idle(
 # -- outages ---------------------------------------------------------------------------
 
 
+def consumer_pending(client: redis.Redis, settings: Settings) -> dict[str, int]:
+    """{consumer name: pending count} of the raw group."""
+    return {
+        c["name"].decode(): int(c["pending"])
+        for c in client.xinfo_consumers(settings.stream, "raw")
+    }
+
+
+def test_idle_consumer_is_removed_only_once_its_pending_entries_are_claimed(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+) -> None:
+    """Idle consumers go; one holding entries stays until they are claimed, then goes too."""
+    settings = make_settings(consumer_idle_ms=300, claim_idle_ms=60_000)
+    ensure_groups(redis_client, settings.stream)
+    events = [make_event("play") for _ in range(5)]
+    append_raw(redis_client, settings.stream, events)
+    redis_client.xreadgroup("raw", "killed", {settings.stream: ">"}, count=5)  # never acked
+    redis_client.xgroup_createconsumer(settings.stream, "raw", "idle-empty")
+    assert consumer_pending(redis_client, settings) == {"killed": 5, "idle-empty": 0}
+
+    stop = threading.Event()
+    live = Consumer(PROCESSORS["raw"], settings, consumer="live", stop=stop)
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: "idle-empty" not in consumer_pending(redis_client, settings),
+            "the idle consumer without pending entries to be removed",
+        )
+        assert consumer_pending(redis_client, settings)["killed"] == 5
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert consumer_pending(redis_client, settings)["killed"] == 5
+
+    claiming = make_settings(consumer_idle_ms=300, claim_idle_ms=300)
+    stop = threading.Event()
+    live = Consumer(PROCESSORS["raw"], claiming, consumer="claimer", stop=stop)
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: "killed" not in consumer_pending(redis_client, settings),
+            "the killed consumer to go once its entries are claimed",
+        )
+        wait_for(lambda: count(db, "video_events") == 5, "the claimed events to land")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert_exactly_once(db, events)
+
+
 def test_postgresql_refusing_connections_delays_but_loses_nothing(
     ingest: TestClient,
     make_settings: Callable[..., Settings],
@@ -646,7 +701,7 @@ def test_processor_started_before_migrate_waits_for_the_schema(
     redis_client: redis.Redis,
     start_consumer: Callable[[Settings, str], threading.Thread],
 ) -> None:
-    """Against a database without the schema, events wait (none dead-lettered) until migrate."""
+    """Against a database without the schema, the consumer waits (saying so) until migrate."""
     name = f"vidpulse_nomigrate_{uuid.uuid4().hex[:10]}"
     url = make_conninfo(service_urls[1], dbname=name)
     admin_url = make_conninfo(service_urls[1], dbname="postgres")
@@ -657,9 +712,15 @@ def test_processor_started_before_migrate_waits_for_the_schema(
         ensure_groups(redis_client, settings.stream)
         events = [make_event("play") for _ in range(10)]
         append_raw(redis_client, settings.stream, events)
-        start_consumer(settings, "early")
-        wait_for(lambda: bool(pending_ids(redis_client, settings)), "the consumer to read")
-        time.sleep(1.0)  # many times claim_idle_ms: a poison would be dead-lettered by now
+        with capture_logs() as logs:
+            start_consumer(settings, "early")
+            wait_for(
+                lambda: any(e["event"] == "schema_behind_waiting" for e in logs),
+                "the consumer to say the schema is behind",
+            )
+        [said] = [e for e in logs if e["event"] == "schema_behind_waiting"]
+        assert "run `vidpulse migrate`" in said["error"]
+        assert pending_ids(redis_client, settings) == []  # waits before reading anything
         assert dead_letters(redis_client, settings) == []
 
         migrate(url)
@@ -672,6 +733,38 @@ def test_processor_started_before_migrate_waits_for_the_schema(
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def test_missing_column_is_an_outage_waited_out_not_a_poison_entry(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    start_consumer: Callable[[Settings, str], threading.Thread],
+) -> None:
+    """A column the processor writes gone (UndefinedColumn): no dead letter; back, all land."""
+    settings = make_settings(max_deliveries=2, claim_idle_ms=100)
+    events = [make_event("play") for _ in range(20)]
+    db.execute("ALTER TABLE video_events RENAME COLUMN position_s TO position_s_gone")
+    try:
+        with capture_logs() as logs:
+            start_consumer(settings, "schema-gap")
+            append_raw(redis_client, settings.stream, events)
+            attempts = ("database_error", "batch_isolated")  # an outage, or a poison hunt
+            wait_for(
+                lambda: (
+                    sum(e["event"] in attempts for e in logs) >= 3
+                    or bool(dead_letters(redis_client, settings))
+                ),
+                "three attempts on the missing column",
+            )
+        assert dead_letters(redis_client, settings) == []
+        assert count(db, "video_events") == 0
+        assert len(pending_ids(redis_client, settings)) == len(events)
+    finally:
+        db.execute("ALTER TABLE video_events RENAME COLUMN position_s_gone TO position_s")
+    wait_for(lambda: count(db, "video_events") == len(events), "the held events to land")
+    assert_exactly_once(db, events)
+    assert dead_letters(redis_client, settings) == []
 
 
 def test_redis_going_away_delays_but_loses_nothing(
