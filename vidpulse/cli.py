@@ -67,11 +67,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ingest.server import uvicorn_options
+
     print(
         f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True
     )
-    from ingest.server import uvicorn_options
-
     uvicorn.run(
         "ingest.app:app_from_env",
         factory=True,
