@@ -10,9 +10,9 @@ path can only ever say yes to what the model says yes to, never reject on its ow
 
 The contract can change under it: `CONTRACT_FINGERPRINT` is a digest of the model's
 JSON schema, of the rule code and of every limit this module copies or imports
-(`COVERED_CODE`, `COVERED_VALUES`); when it no longer matches, the fast path turns itself off (every event
-goes to the model) and the test suite fails, so whoever changes the contract updates
-this module with it.
+(`COVERED_CODE`, `COVERED_VALUES`); when it no longer matches, the fast path turns
+itself off (every event goes to the model) and the test suite fails, so whoever
+changes the contract updates this module with it.
 """
 
 from __future__ import annotations
