@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS video_events (
     position_s   double precision,
     duration_s   double precision,
     payload      jsonb            NOT NULL,
+    is_bot       boolean          NOT NULL DEFAULT false,
     PRIMARY KEY (event_id, ts)
 ) PARTITION BY RANGE (ts);
 
@@ -40,6 +41,9 @@ COMMENT ON COLUMN video_events.received_at IS 'Server time at which the ingest a
 COMMENT ON COLUMN video_events.position_s IS 'Playhead in seconds when the event happened (NULL for milestone events without one).';
 COMMENT ON COLUMN video_events.duration_s IS 'Media duration in seconds as the player reported it, when the event carried it.';
 COMMENT ON COLUMN video_events.payload IS 'The whole validated event as JSON, plus user_agent and referer of the request when sent.';
+COMMENT ON COLUMN video_events.is_bot IS
+    'True when the request''s User-Agent is a bot''s (crawler, headless browser, HTTP library): '
+    'such events are kept here and counted in video_metrics.bot_events, and in no other table.';
 
 CREATE INDEX IF NOT EXISTS video_events_video_ts_idx ON video_events (video_id, ts);
 CREATE INDEX IF NOT EXISTS video_events_session_idx ON video_events (session_id);
@@ -208,7 +212,7 @@ COMMENT ON COLUMN progress_sessions.seeks IS 'Number of seek events.';
 COMMENT ON COLUMN progress_sessions.user_agent IS 'User-Agent of the first event whose request carried one.';
 COMMENT ON COLUMN progress_sessions.user_agent_ts IS 'ts (ms) of that event.';
 COMMENT ON COLUMN progress_sessions.user_agent_event IS 'event_id of that event.';
-COMMENT ON COLUMN progress_sessions.device_type IS 'desktop, mobile, tablet, bot or other, from user_agent.';
+COMMENT ON COLUMN progress_sessions.device_type IS 'desktop, mobile, tablet or other, from user_agent (bots'' events make no session).';
 COMMENT ON COLUMN progress_sessions.browser IS 'Browser family from user_agent.';
 COMMENT ON COLUMN progress_sessions.os IS 'Operating-system family from user_agent.';
 COMMENT ON COLUMN progress_sessions.referrer IS 'Referer of the first event whose request carried one.';
@@ -265,7 +269,8 @@ COMMENT ON COLUMN video_sessions.plays IS 'Number of play events.';
 COMMENT ON COLUMN video_sessions.pauses IS 'Number of pause events.';
 COMMENT ON COLUMN video_sessions.seeks IS 'Number of seek events.';
 COMMENT ON COLUMN video_sessions.user_agent IS 'User-Agent header of the session''s first request carrying one.';
-COMMENT ON COLUMN video_sessions.device_type IS 'desktop, mobile, tablet, bot or other (parsed from user_agent with ua-parser).';
+COMMENT ON COLUMN video_sessions.device_type IS
+    'desktop, mobile, tablet or other (parsed from user_agent with ua-parser); bots'' events make no session.';
 COMMENT ON COLUMN video_sessions.browser IS 'Browser family, e.g. Chrome, Mobile Safari, Firefox (ua-parser).';
 COMMENT ON COLUMN video_sessions.os IS 'Operating-system family, e.g. Windows, Mac OS X, iOS, Android (ua-parser).';
 COMMENT ON COLUMN video_sessions.referrer IS 'Referer header of the session''s first request carrying one.';
@@ -330,7 +335,8 @@ CREATE TABLE IF NOT EXISTS video_metrics (
     completions        bigint           NOT NULL DEFAULT 0,
     unique_completers  bigint           NOT NULL DEFAULT 0,
     first_event_at     timestamptz,
-    last_event_at      timestamptz
+    last_event_at      timestamptz,
+    bot_events         bigint           NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE video_metrics IS
     'Counters per video over all time. Exact: every event counts once, distinct counts are kept with '
@@ -350,6 +356,9 @@ COMMENT ON COLUMN video_metrics.completions IS 'Distinct sessions with a complet
 COMMENT ON COLUMN video_metrics.unique_completers IS 'Distinct viewers with a complete event.';
 COMMENT ON COLUMN video_metrics.first_event_at IS 'Smallest ts (client time) of the video''s events.';
 COMMENT ON COLUMN video_metrics.last_event_at IS 'Greatest ts (client time) of the video''s events.';
+COMMENT ON COLUMN video_metrics.bot_events IS
+    'Events of the video sent by bots (video_events.is_bot): left out of every other counter here, '
+    'of video_sessions, video_watch_progress and video_heatmap.';
 
 CREATE TABLE IF NOT EXISTS video_metrics_daily (
     video_id           text             NOT NULL,
@@ -368,6 +377,7 @@ CREATE TABLE IF NOT EXISTS video_metrics_daily (
     unique_completers  bigint           NOT NULL DEFAULT 0,
     first_event_at     timestamptz,
     last_event_at      timestamptz,
+    bot_events         bigint           NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, day)
 );
 COMMENT ON TABLE video_metrics_daily IS
@@ -389,6 +399,7 @@ COMMENT ON COLUMN video_metrics_daily.completions IS 'Distinct sessions with a c
 COMMENT ON COLUMN video_metrics_daily.unique_completers IS 'Distinct viewers with a complete event that day.';
 COMMENT ON COLUMN video_metrics_daily.first_event_at IS 'Smallest ts of the video''s events that day.';
 COMMENT ON COLUMN video_metrics_daily.last_event_at IS 'Greatest ts of the video''s events that day.';
+COMMENT ON COLUMN video_metrics_daily.bot_events IS 'Events of the video sent by bots that day.';
 CREATE INDEX IF NOT EXISTS video_metrics_daily_day_idx ON video_metrics_daily (day);
 
 CREATE TABLE IF NOT EXISTS metrics_members (
@@ -427,6 +438,23 @@ COMMENT ON TABLE metrics_applied IS 'Ledger of processor metrics: event ids alre
 COMMENT ON COLUMN metrics_applied.event_id IS 'An applied event.';
 COMMENT ON COLUMN metrics_applied.applied_at IS 'When it was applied; rows older than the retention are purged.';
 CREATE INDEX IF NOT EXISTS metrics_applied_at_idx ON metrics_applied USING brin (applied_at);
+
+-- ---------------------------------------------------------------------------
+-- `vidpulse forget`: viewers whose data was erased
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS forgotten_viewers (
+    viewer_hash   text        PRIMARY KEY,
+    forgotten_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE forgotten_viewers IS
+    'Viewers erased by `vidpulse forget`, so that events of theirs still in flight (read by a '
+    'processor, or being appended by the ingest) are dropped rather than written back. Rows older '
+    'than the ledger retention are purged: no event from before the erasure can arrive any more.';
+COMMENT ON COLUMN forgotten_viewers.viewer_hash IS 'Hex SHA-256 of the viewer_id (the id itself is not kept).';
+COMMENT ON COLUMN forgotten_viewers.forgotten_at IS
+    'When the viewer was erased: their events with ts up to 5 minutes later (the ingest''s clock '
+    'tolerance) are dropped; later ones are new activity.';
 
 -- ---------------------------------------------------------------------------
 -- views for analysts

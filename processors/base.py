@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from vidpulse.agents import classify
 from vidpulse.events import Event
 from vidpulse.settings import Settings
 
@@ -22,6 +23,11 @@ class Entry:
     received_at: datetime
     user_agent: str | None = None
     referer: str | None = None
+
+    @property
+    def is_bot(self) -> bool:
+        """Whether the request came from a bot (see vidpulse.agents): left out of aggregates."""
+        return classify(self.user_agent).is_bot
 
 
 ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]

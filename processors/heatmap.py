@@ -137,9 +137,13 @@ def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Set
     size = settings.segment_seconds
     by_session: defaultdict[SessionKey, list[Event]] = defaultdict(list)
     for entry in entries:
+        if entry.is_bot:
+            continue
         e = entry.event
         by_session[(e.video_id, e.session_id)].append(e)
     keys = sorted(by_session)
+    if not keys:
+        return
     states = lock_sessions(conn, keys)
     counters = Counters()
     for key in keys:

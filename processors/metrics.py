@@ -38,7 +38,7 @@ TYPE_COUNTS = {"play": "plays", "pause": "pauses", "seek": "seeks"}
 COUNTERS = (
     "views", "unique_viewers", "plays", "pauses", "seeks", "watched_25_count",
     "watched_50_count", "watched_75_count", "watched_90_count", "completions",
-    "unique_completers",
+    "unique_completers", "bot_events",
 )  # fmt: skip
 
 _ADD_MEMBERS = """
@@ -125,6 +125,10 @@ def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Set
     for entry in entries:
         e = entry.event
         day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
+        if entry.is_bot:  # counted as such, and in nothing else
+            totals[e.video_id].counts["bot_events"] += 1
+            daily[(e.video_id, day)].counts["bot_events"] += 1
+            continue
         seconds = intervals.total(intervals.played(e.played, e.duration_s))
         count = TYPE_COUNTS.get(e.type)
         totals[e.video_id].add_event(e.ts, seconds, count)

@@ -17,7 +17,6 @@ each other's updates.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,12 +26,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import psycopg
-import ua_parser
 from psycopg.rows import dict_row
 
 from processors import intervals
 from processors.base import Entry, Processor
 from processors.intervals import Range
+from vidpulse.agents import classify
 from vidpulse.settings import Settings
 
 EventKey = tuple[int, uuid.UUID]  # (ts, event_id): UUIDs order like their text
@@ -311,7 +310,7 @@ class SessionState:
 
     def row(self) -> tuple[Any, ...]:
         pct = percent(intervals.total(self.coverage), self.duration)
-        device = describe_user_agent(self.user_agent)
+        agent = classify(self.user_agent)
         values: dict[str, Any] = {
             "session_id": self.session_id,
             "video_id": self.video_id,
@@ -335,9 +334,9 @@ class SessionState:
             "pauses": self.pauses,
             "seeks": self.seeks,
             "user_agent": self.user_agent,
-            "device_type": device[0],
-            "browser": device[1],
-            "os": device[2],
+            "device_type": agent.device_type,
+            "browser": agent.browser,
+            "os": agent.os,
             "referrer": self.referrer,
         }
         for prefix, key in (
@@ -392,8 +391,11 @@ def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Set
     threshold = settings.completion_threshold
     by_session: defaultdict[str, list[Entry]] = defaultdict(list)
     for entry in entries:
-        by_session[entry.event.session_id].append(entry)
+        if not entry.is_bot:
+            by_session[entry.event.session_id].append(entry)
     session_ids = sorted(by_session)
+    if not session_ids:
+        return
     states = lock_sessions(conn, session_ids)
     pairs: set[PairKey] = set()
     new_played: list[tuple[str, int, list[Range]]] = []
@@ -489,48 +491,6 @@ def update_pairs(conn: psycopg.Connection[Any], pairs: list[PairKey]) -> None:
     gone = [p for p in pairs if p not in seen]
     if gone:  # a late first event moved a session to another pair
         conn.execute(_DELETE_PAIRS, ([p[0] for p in gone], [p[1] for p in gone]))
-
-
-@functools.lru_cache(maxsize=4096)
-def describe_user_agent(user_agent: str | None) -> tuple[str | None, str | None, str | None]:
-    """(device_type, browser, os) of a User-Agent header, by ua-parser.
-
-    device_type is bot (crawlers), tablet (iPad, Android without "Mobile", devices
-    the parser calls tablets), mobile (phones), desktop (desktop operating systems)
-    or other.
-    """
-    if not user_agent:
-        return (None, None, None)
-    result = ua_parser.parse(user_agent)
-    browser = result.user_agent.family if result.user_agent else None
-    os = result.os.family if result.os else None
-    device = result.device
-    family = device.family if device else ""
-    brand = (device.brand or "") if device else ""
-    text = user_agent.lower()
-    if family == "Spider" or any(w in text for w in ("bot", "crawl", "spider", "slurp")):
-        kind = "bot"
-    elif (
-        family == "iPad"
-        or "tablet" in brand.lower()
-        or "tablet" in text
-        or (os == "Android" and "mobile" not in text)
-    ):
-        kind = "tablet"
-    elif os in _MOBILE_OS or "mobile" in text or family in ("iPhone", "iPod"):
-        kind = "mobile"
-    elif os in _DESKTOP_OS:
-        kind = "desktop"
-    else:
-        kind = "other"
-    return (kind, browser, os)
-
-
-_MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS"})
-_DESKTOP_OS = frozenset(
-    {"Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "ChromeOS", "Fedora", "FreeBSD",
-     "Debian", "OpenBSD", "NetBSD", "Solaris", "Red Hat", "Mint", "macOS"}
-)  # fmt: skip
 
 
 def _later(key: EventKey, current: EventKey | None) -> bool:

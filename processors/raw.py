@@ -20,16 +20,16 @@ _PARTITION_LOCK = 0x76707261
 
 _COPY = """
 COPY video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
-                   position_s, duration_s, payload) FROM STDIN (FORMAT BINARY)
+                   position_s, duration_s, payload, is_bot) FROM STDIN (FORMAT BINARY)
 """
 _COPY_TYPES = (
     "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "float8", "float8",
-    "jsonb",
+    "jsonb", "bool",
 )  # fmt: skip
 _INSERT_IGNORING_DUPLICATES = """
 INSERT INTO video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
-                          position_s, duration_s, payload)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                          position_s, duration_s, payload, is_bot)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT DO NOTHING
 """
 
@@ -92,6 +92,7 @@ def row(entry: Entry) -> tuple[Any, ...]:
         e.position_s,
         e.duration_s,
         Jsonb(payload, dumps=_dumps),
+        entry.is_bot,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors import ledger
+from processors import forgotten, ledger
 from processors.base import Entry, Processor
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
 from vidpulse.database import SchemaBehind, check_schema
@@ -187,6 +188,7 @@ class Consumer:
         ]
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
+        self._dropped: dict[str, Entry] = {}  # events of forgotten viewers, by stream id
 
     # -- the loop -----------------------------------------------------------------
 
@@ -319,6 +321,7 @@ class Consumer:
 
         `decoded` is `decode_all(batch)` when the caller has it already.
         """
+        self._dropped = {}
         if redelivered:
             batch = self._drop_exhausted(batch)
         entries, decode_failures = decoded if decoded is not None else decode_all(batch)
@@ -331,6 +334,8 @@ class Consumer:
             self.log.debug("batch_committed", batch=len(done), first_id=done[0], last_id=done[-1])
         if failures:
             self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
+        if self._dropped:
+            self._erase_dropped()
 
     def _drop_exhausted(self, batch: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter redelivered entries already delivered more than allowed.
@@ -419,9 +424,47 @@ class Consumer:
         return failures
 
     def _apply(self, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> None:
+        entries = self._drop_forgotten(conn, entries)
         fresh = ledger.claim_fresh(conn, self.processor.ledger_table, entries)
         if fresh:
             self.processor.apply(conn, fresh, self.settings)
+
+    # -- forgotten viewers (`vidpulse forget`) -------------------------------------
+
+    def _drop_forgotten(
+        self, conn: psycopg.Connection[Any], entries: Sequence[Entry]
+    ) -> Sequence[Entry]:
+        """The entries less the events of forgotten viewers made before their erasure."""
+        cutoffs = forgotten.cutoffs(conn, (e.event.viewer_id for e in entries))
+        if not cutoffs:
+            return entries
+        keep: list[Entry] = []
+        for entry in entries:
+            cutoff = cutoffs.get(entry.event.viewer_id)
+            if cutoff is not None and entry.event.ts <= cutoff:
+                self._dropped[entry.stream_id] = entry
+            else:
+                keep.append(entry)
+        return keep
+
+    def _erase_dropped(self) -> None:
+        """Delete the dropped events' stream entries and the keys they named."""
+        dropped, self._dropped = self._dropped, {}
+        self._redis_call(lambda: self.stream.delete(list(dropped)))
+        by_viewer: defaultdict[str, list[Event]] = defaultdict(list)
+        for entry in dropped.values():
+            by_viewer[entry.event.viewer_id].append(entry.event)
+        for viewer, events in by_viewer.items():
+            self._redis_call(
+                lambda viewer=viewer, events=events: forgotten.erase_keys(
+                    self.redis,
+                    self.keys,
+                    viewer,
+                    [e.video_id for e in events],
+                    [e.session_id for e in events],
+                )
+            )
+        self.log.info("forgotten_dropped", events=len(dropped))
 
     # -- connections and upkeep ----------------------------------------------------
 
@@ -486,6 +529,7 @@ class Consumer:
             )
             if self.processor.purge is not None:
                 purged += self.processor.purge(self.conn, self.settings)
+            purged += forgotten.purge(self.conn, self.settings)
         if purged:
             self.log.info("purged", rows=purged)
         return True

@@ -47,6 +47,15 @@ class GroupStream:
     consumer: str
     dlq_max_length: int = 100_000
 
+    def _live(self, entries: list[RawEntry]) -> list[RawEntry]:
+        """The entries still in the stream. A pending entry deleted from the stream (XDEL,
+        by `vidpulse forget`) comes back without fields: it is acked and left out."""
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if not gone:
+            return entries
+        self.ack(gone)
+        return [entry for entry in entries if entry[1]]
+
     def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
         reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block_ms
@@ -55,10 +64,15 @@ class GroupStream:
 
     def read_own_pending(self, after: str, count: int) -> list[RawEntry]:
         """This consumer's pending entries with ids greater than `after`."""
-        reply: Any = self.client.xreadgroup(
-            self.group, self.consumer, {self.keys.stream: after}, count=count
-        )
-        return _entries(reply[0][1]) if reply else []
+        while True:
+            reply: Any = self.client.xreadgroup(
+                self.group, self.consumer, {self.keys.stream: after}, count=count
+            )
+            entries = _entries(reply[0][1]) if reply else []
+            live = self._live(entries)
+            if live or not entries:
+                return live
+            after = entries[-1][0]  # a page of deleted entries only: read on
 
     def claim_idle(self, min_idle_ms: int, cursor: str, count: int) -> tuple[str, list[RawEntry]]:
         """XAUTOCLAIM idle entries of any consumer; acks ids trimmed from the stream."""
@@ -68,7 +82,7 @@ class GroupStream:
         next_cursor = text(reply[0])
         if len(reply) > 2 and reply[2]:
             self.client.xack(self.keys.stream, self.group, *reply[2])
-        return next_cursor, _entries(reply[1])
+        return next_cursor, self._live(_entries(reply[1]))
 
     def deliveries(self, ids: list[str]) -> dict[str, int]:
         """How many times each pending id has been delivered (absent: not pending)."""
@@ -112,6 +126,11 @@ class GroupStream:
         pipe.xadd(self.keys.dlq, record, maxlen=self.dlq_max_length, approximate=True)
         pipe.xack(self.keys.stream, self.group, entry_id)
         pipe.execute()
+
+    def delete(self, ids: list[str]) -> None:
+        """Delete entries from the stream (for every group), e.g. a forgotten viewer's."""
+        if ids:
+            self.client.xdel(self.keys.stream, *ids)
 
     def pending_count(self) -> int:
         info = self.client.xpending(self.keys.stream, self.group)

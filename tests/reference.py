@@ -5,7 +5,8 @@ builds every row of video_heatmap, video_sessions, video_watch_progress, video_m
 and video_metrics_daily by brute force: each session's events sorted by
 (ts, event_id as text), coverage rebuilt from scratch, completed_at found by trying
 every ts. Slow and obvious on purpose; it shares no code with the processors but
-the User-Agent classification (which a test of its own checks).
+the User-Agent classification (which a test of its own checks). Events of bots are
+left out of every table but for the metrics' bot_events.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from processors.progress import describe_user_agent
+from vidpulse.agents import classify
 
 Row = dict[str, Any]
 Ranges = list[tuple[float, float]]
@@ -35,6 +36,15 @@ class Arrival:
     @property
     def key(self) -> tuple[int, str]:
         return (self.event["ts"], str(self.event["event_id"]))
+
+    @property
+    def is_bot(self) -> bool:
+        return classify(self.user_agent).is_bot
+
+
+def humans(arrivals: list[Arrival]) -> list[Arrival]:
+    """The arrivals every aggregate counts: those not sent by bots."""
+    return [a for a in arrivals if not a.is_bot]
 
 
 def at(ms: int) -> datetime:
@@ -94,7 +104,7 @@ def heatmap(arrivals: list[Arrival], size: int) -> dict[tuple[str, int], Row]:
     seconds: defaultdict[tuple[str, int], float] = defaultdict(float)
     drops: defaultdict[tuple[str, int], int] = defaultdict(int)
     sessions: defaultdict[tuple[str, str], list[Arrival]] = defaultdict(list)
-    for a in arrivals:
+    for a in humans(arrivals):
         sessions[(a.event["video_id"], a.event["session_id"])].append(a)
     for (video_id, _), items in sessions.items():
         for a in items:
@@ -128,7 +138,7 @@ def heatmap(arrivals: list[Arrival], size: int) -> dict[tuple[str, int], Row]:
 def sessions(arrivals: list[Arrival], threshold: float) -> dict[str, Row]:
     """video_sessions keyed by session_id."""
     grouped: defaultdict[str, list[Arrival]] = defaultdict(list)
-    for a in arrivals:
+    for a in humans(arrivals):
         grouped[a.event["session_id"]].append(a)
     out: dict[str, Row] = {}
     for session_id, items in grouped.items():
@@ -148,7 +158,7 @@ def sessions(arrivals: list[Arrival], threshold: float) -> dict[str, Row]:
         reach = [a.event["position_s"] for a in items if a.event.get("position_s") is not None]
         reach += [r[-1][1] for a in items if (r := played(a.event))]
         ua = next((a.user_agent for a in items if a.user_agent), None)
-        device_type, browser, os = describe_user_agent(ua)
+        device_type, browser, os, _ = classify(ua)
         out[session_id] = {
             "video_id": first["video_id"],
             "viewer_id": first["viewer_id"],
@@ -182,7 +192,7 @@ def watch_progress(
 ) -> dict[tuple[str, str], Row]:
     """video_watch_progress keyed by (viewer_id, video_id)."""
     grouped: defaultdict[tuple[str, str], list[Arrival]] = defaultdict(list)
-    for a in arrivals:
+    for a in humans(arrivals):
         grouped[(a.event["viewer_id"], a.event["video_id"])].append(a)
     out: dict[tuple[str, str], Row] = {}
     for pair, items in grouped.items():
@@ -207,7 +217,7 @@ def watch_progress(
 
 
 def _counters(items: list[Arrival]) -> Row:
-    events = [a.event for a in items]
+    events = [a.event for a in humans(items)]
 
     def distinct(kind: str, member: str, milestone: int | None = None) -> int:
         return len(
@@ -231,8 +241,9 @@ def _counters(items: list[Arrival]) -> Row:
         "watched_90_count": distinct("milestone", "viewer_id", 90),
         "completions": distinct("complete", "session_id"),
         "unique_completers": distinct("complete", "viewer_id"),
-        "first_event_at": at(min(e["ts"] for e in events)),
-        "last_event_at": at(max(e["ts"] for e in events)),
+        "first_event_at": at(min(e["ts"] for e in events)) if events else None,
+        "last_event_at": at(max(e["ts"] for e in events)) if events else None,
+        "bot_events": sum(a.is_bot for a in items),
     }
 
 

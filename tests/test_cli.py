@@ -117,7 +117,9 @@ def test_unknown_command_exits_2(settings: Settings) -> None:
     assert "frobnicate" in result.stderr
 
 
-@pytest.mark.parametrize("command", [["status", "--json"], ["dlq", "replay"]])
+@pytest.mark.parametrize(
+    "command", [["status", "--json"], ["dlq", "replay"], ["forget", "viewer-1"]]
+)
 def test_unreachable_redis_exits_1_with_one_line(settings: Settings, command: list[str]) -> None:
     """Commands that need Redis exit 1 with one line when it does not answer."""
     env = settings_env(settings, REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0")

@@ -7,11 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
-from processors.progress import describe_user_agent
 from tests.factories import make_event, run_burst
 from vidpulse.audience import USER_AGENTS
 from vidpulse.events import now_ms
@@ -176,30 +174,3 @@ def test_a_tiny_duration_gives_100_percent_not_an_error(
     run_burst(settings, "progress")
     row = resume(db)
     assert (row["progress_pct"], session(db, "s")["completion_pct"]) == (Decimal(100), Decimal(0))
-
-
-@pytest.mark.parametrize(
-    ("user_agent", "expected"),
-    [
-        (USER_AGENTS[0], ("desktop", "Chrome", "Windows")),
-        (USER_AGENTS[1], ("desktop", "Safari", "Mac OS X")),
-        (USER_AGENTS[2], ("desktop", "Firefox", "Linux")),
-        (USER_AGENTS[3], ("mobile", "Mobile Safari", "iOS")),
-        (USER_AGENTS[4], ("mobile", "Chrome Mobile", "Android")),
-        (USER_AGENTS[5], ("tablet", "Mobile Safari", "iOS")),
-        (USER_AGENTS[6], ("desktop", "Edge", "Windows")),
-        (USER_AGENTS[7], ("bot", "Googlebot", None)),
-        (
-            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) "
-            "Chrome/124.0.0.0 Safari/537.36",
-            ("tablet", "Chrome", "Android"),
-        ),
-        ("curl/8.4.0", ("other", "curl", None)),
-        (None, (None, None, None)),
-    ],
-)
-def test_device_type_browser_and_os_come_from_ua_parser(
-    user_agent: str | None, expected: tuple[str | None, ...]
-) -> None:
-    """Common browsers, phones, tablets and crawlers get the expected device type."""
-    assert describe_user_agent(user_agent) == expected

@@ -223,6 +223,38 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- forget: erase one viewer (docs/privacy.md) ----------------------------------------
+
+
+def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
+    from vidpulse.forget import BadViewerId, check_viewer_id, forget
+    from vidpulse.keys import Keys
+
+    try:
+        check_viewer_id(args.viewer_id)
+    except BadViewerId as exc:
+        print(f"vidpulse: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            erased = forget(conn, client, Keys(settings.stream), args.viewer_id)
+    except psycopg.OperationalError as exc:
+        raise CommandError(
+            f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
+            " (nothing or part erased: run it again)"
+        ) from None
+    except (RedisError, OSError) as exc:
+        raise CommandError(
+            f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
+            " (part erased: run it again)"
+        ) from None
+    finally:
+        client.close()
+    print(erased.summary())
+    return 0
+
+
 def _positive(kind: type[float] | type[int]) -> Any:
     def parse(text: str) -> float | int:
         value = kind(text)
@@ -305,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=_positive(int), default=32, help="concurrent requests")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("forget", help="erase a viewer from every table, Redis key and stream entry")
+    p.add_argument("viewer_id", help="the viewer id, as the events carry it")
+    p.set_defaults(func=cmd_forget)
     return parser
 
 

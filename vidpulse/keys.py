@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 PROCESSOR_NAMES = ("raw", "heatmap", "progress", "metrics")
+MILESTONES = (25, 50, 75, 90)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ class Keys:
     def legacy_session(self, session_id: str) -> str:
         """What the T190-compatible routes remember of a session (video, viewer, duration)."""
         return f"{self.stream}:legacy:session:{session_id}"
+
+    # -- what `vidpulse forget` erases of a viewer ------------------------------------
+
+    def viewer_keys(self, video_id: str, viewer_id: str) -> list[str]:
+        """Every key named after a (video, viewer) pair: the milestone dedupe keys."""
+        return [
+            *(self.milestone_dedupe(video_id, viewer_id, m) for m in MILESTONES),
+            self.seed_watched50_dedupe(video_id, viewer_id),
+        ]
 
     @staticmethod
     def group(processor: str) -> str:
