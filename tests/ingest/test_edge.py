@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from ingest.app import create_app
 from tests.browser.servers import LiveIngest
-from tests.factories import make_event, run_burst
+from tests.factories import BROWSER_UA, make_event, run_burst
 from tests.ingest.conftest import ClientFactory
 from vidpulse import viewers
 from vidpulse.events import now_ms
@@ -94,8 +94,10 @@ def test_retried_events_without_id_are_counted_once_by_the_processors(
 ) -> None:
     """The same id-less play sent twice is one row and one play: its id comes from its content."""
     play = make_event("play", event_id=None)
-    assert ingest.post("/v1/events", json=play).status_code == 202
-    assert ingest.post("/v1/events", content=orjson.dumps(play)).status_code == 202
+    browser = {"user-agent": BROWSER_UA}  # a browser's play counts (a bot's would not)
+    assert ingest.post("/v1/events", json=play, headers=browser).status_code == 202
+    retry = ingest.post("/v1/events", content=orjson.dumps(play), headers=browser)
+    assert retry.status_code == 202
     settings = make_settings()
     for name in ("raw", "metrics"):
         run_burst(settings, name)
@@ -156,7 +158,8 @@ def test_retry_after_a_503_that_did_append_is_counted_once(
     settings = make_settings()
     proxy = ReplyDroppingProxy(settings.redis_url)
     try:
-        with TestClient(create_app(make_settings(redis_url=proxy.url))) as client:
+        app = create_app(make_settings(redis_url=proxy.url))
+        with TestClient(app, headers={"user-agent": BROWSER_UA}) as client:
             # The first call loads the append script; later ones only name it.
             assert client.post("/v1/events", json=make_event("pause")).status_code == 202
             play = make_event("play", event_id=None)
