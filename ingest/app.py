@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from ingest.appender import Appender, Backpressure, Batch, Item
 from ingest.cors import LeanCORSMiddleware
+from ingest.deadlines import BodyDeadlines
 from ingest.fastpath import vouch
 from vidpulse.events import EdgeRules, FieldError, InvalidEvent, now_ms, parse_event
 from vidpulse.keys import Keys
@@ -65,13 +66,15 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         request.receive,
         request.headers.get("content-length"),
         settings.max_body_bytes,
-        settings.body_timeout_seconds,
+        request.state.deadlines,
     )
 
 
-async def receive_body(receive: Receive, declared: str | None, limit: int, timeout: float) -> bytes:
+async def receive_body(
+    receive: Receive, declared: str | None, limit: int, deadlines: BodyDeadlines
+) -> bytes:
     """The body from the ASGI `receive`, refusing more than `limit` bytes (413) and a
-    body that has not all arrived `timeout` seconds after the headers (408).
+    body that has not all arrived in the time `deadlines` allow (408).
 
     `declared` is the Content-Length header, if any: a body declared too large is
     refused before any of it is read. Raises ClientDisconnect if the client goes.
@@ -80,24 +83,30 @@ async def receive_body(receive: Receive, declared: str | None, limit: int, timeo
         raise RequestError(413, f"body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
+    task = deadlines.watch()
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunk = message.get("body", b"")
-                if chunk:
-                    size += len(chunk)
-                    if size > limit:
-                        raise RequestError(413, f"body is over the limit of {limit} bytes")
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    except TimeoutError:
-        raise RequestError(
-            408, f"the body did not arrive within {timeout:g} s; send it whole and promptly"
-        ) from None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, f"body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except asyncio.CancelledError:
+        if deadlines.overdue(task):
+            raise RequestError(
+                408,
+                f"the body did not arrive within {deadlines.seconds:g} s; "
+                "send it whole and promptly",
+            ) from None
+        raise
+    finally:
+        deadlines.unwatch(task)
 
 
 def check_content_type(request: Request) -> None:
@@ -193,7 +202,7 @@ class EventsEndpoint:
         try:
             check_mime(content_type)
             body = await receive_body(
-                receive, declared, settings.max_body_bytes, settings.body_timeout_seconds
+                receive, declared, settings.max_body_bytes, scope["state"]["deadlines"]
             )
             raw_events = event_list(body, settings.max_events_per_request)
         except RequestError as exc:
@@ -341,9 +350,16 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
             max_backlog=settings.max_stream_length,
             dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
         )
+        deadlines = BodyDeadlines(settings.body_timeout_seconds)
         try:
-            yield {"redis": client, "appender": appender, "settings": settings}
+            yield {
+                "redis": client,
+                "appender": appender,
+                "settings": settings,
+                "deadlines": deadlines,
+            }
         finally:
+            deadlines.close()
             await appender.close()
             await client.aclose()
 
