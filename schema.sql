@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS video_heatmap (
     segment_start  integer          NOT NULL,
     segment_end    integer          NOT NULL,
     views          bigint           NOT NULL DEFAULT 0,
-    watch_seconds  double precision NOT NULL DEFAULT 0,
+    watch_seconds  numeric(18, 3)   NOT NULL DEFAULT 0,
     drop_offs      bigint           NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, segment_start)
 );
@@ -80,7 +80,9 @@ COMMENT ON COLUMN video_heatmap.segment_end IS 'End of the segment, in media sec
 COMMENT ON COLUMN video_heatmap.views IS
     'Sessions whose coverage (union of all their played ranges) overlaps the segment by more than 0 seconds.';
 COMMENT ON COLUMN video_heatmap.watch_seconds IS
-    'Seconds played inside the segment, over all sessions, rewatches included.';
+    'Seconds played inside the segment, over all sessions, rewatches included; each event''s '
+    'share of the segment rounded to the millisecond. Only media granted to the session counts '
+    '(at most 16 * its span + 30 s, see video_sessions.watch_seconds).';
 COMMENT ON COLUMN video_heatmap.drop_offs IS
     'Sessions whose latest position (playhead of their latest event carrying one) lies in this segment; '
     'a position at or past the session''s latest duration counts in the video''s last segment. '
@@ -89,31 +91,50 @@ COMMENT ON COLUMN video_heatmap.drop_offs IS
 CREATE TABLE IF NOT EXISTS heatmap_sessions (
     video_id        text             NOT NULL,
     session_id      text             NOT NULL,
+    viewer_id       text,
+    span_lo         bigint,
+    span_hi         bigint,
+    granted         double precision NOT NULL DEFAULT 0,
     coverage        double precision[] NOT NULL DEFAULT '{}',
     position_s      double precision,
     position_ts     bigint,
-    position_event  uuid,
+    position_order  numeric,
     duration_s      double precision,
     duration_ts     bigint,
-    duration_event  uuid,
+    duration_order  numeric,
     drop_segment    integer,
+    position_event  uuid,
+    duration_event  uuid,
     PRIMARY KEY (video_id, session_id)
 );
 COMMENT ON TABLE heatmap_sessions IS
-    'Working state of processor heatmap, one row per (video, session): what it needs to keep '
+    'Working state of processor heatmap, one row per session (session_id is unique): what it needs to keep '
     'video_heatmap exact whatever the order events arrive in. Not meant for analysts.';
-COMMENT ON COLUMN heatmap_sessions.video_id IS 'The video.';
 COMMENT ON COLUMN heatmap_sessions.session_id IS 'The session.';
+COMMENT ON COLUMN heatmap_sessions.video_id IS
+    'The video the session belongs to: that of the first of its events this processor applied. '
+    'Events naming the session with another video or viewer are refused (processor_refusals).';
+COMMENT ON COLUMN heatmap_sessions.viewer_id IS 'The viewer the session belongs to (as video_id).';
+COMMENT ON COLUMN heatmap_sessions.span_lo IS 'Smallest ts (ms) of the session''s applied events.';
+COMMENT ON COLUMN heatmap_sessions.span_hi IS 'Greatest ts (ms) of the session''s applied events.';
+COMMENT ON COLUMN heatmap_sessions.granted IS
+    'Seconds of played media granted to the session so far: at most 16 * (span_hi - span_lo) / 1000 + 30.';
 COMMENT ON COLUMN heatmap_sessions.coverage IS
-    'The session''s coverage so far as merged ranges, flattened: {start1, end1, start2, end2, ...}.';
+    'The session''s coverage so far as merged ranges, flattened: {start1, end1, start2, end2, ...}; '
+    'at most 512 ranges (beyond, the narrowest gaps are filled).';
 COMMENT ON COLUMN heatmap_sessions.position_s IS 'Position of the latest event carrying one.';
-COMMENT ON COLUMN heatmap_sessions.position_ts IS 'ts (ms) of that event; with position_event, what "latest" compares.';
-COMMENT ON COLUMN heatmap_sessions.position_event IS 'event_id of that event (breaks ties in ts).';
+COMMENT ON COLUMN heatmap_sessions.position_ts IS
+    'Event time (ms, min(ts, received_at)) of that event; with position_order, what "latest" compares.';
+COMMENT ON COLUMN heatmap_sessions.position_order IS
+    'Stream order of that event (entry id ms * 2^64 + seq): breaks ties in event time.';
 COMMENT ON COLUMN heatmap_sessions.duration_s IS 'Duration of the latest event carrying one.';
-COMMENT ON COLUMN heatmap_sessions.duration_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN heatmap_sessions.duration_event IS 'event_id of that event.';
+COMMENT ON COLUMN heatmap_sessions.duration_ts IS 'Event time (ms) of that event.';
+COMMENT ON COLUMN heatmap_sessions.duration_order IS 'Stream order of that event.';
 COMMENT ON COLUMN heatmap_sessions.drop_segment IS
     'Segment number (k) in which this session currently counts as a drop-off; NULL before any position.';
+COMMENT ON COLUMN heatmap_sessions.position_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN heatmap_sessions.duration_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+CREATE UNIQUE INDEX IF NOT EXISTS heatmap_sessions_session_idx ON heatmap_sessions (session_id);
 
 CREATE TABLE IF NOT EXISTS heatmap_applied (
     event_id    uuid        PRIMARY KEY,
@@ -133,91 +154,120 @@ CREATE TABLE IF NOT EXISTS progress_sessions (
     video_id          text,
     viewer_id         text,
     first_ts          bigint,
-    first_event       uuid,
     started_at        timestamptz,
     last_ts           bigint,
-    last_event        uuid,
     last_event_at     timestamptz,
+    span_lo           bigint,
+    span_hi           bigint,
+    granted           double precision NOT NULL DEFAULT 0,
     course_id         text,
     course_ts         bigint,
-    course_event      uuid,
+    course_order      numeric,
     lesson_id         text,
     lesson_ts         bigint,
-    lesson_event      uuid,
+    lesson_order      numeric,
     is_preview        boolean          NOT NULL DEFAULT false,
     duration_s        double precision,
     duration_ts       bigint,
-    duration_event    uuid,
+    duration_order    numeric,
     position_s        double precision,
     position_ts       bigint,
-    position_event    uuid,
+    position_order    numeric,
     max_position_s    double precision,
-    watch_seconds     double precision NOT NULL DEFAULT 0,
+    watch_seconds     numeric(18, 3)   NOT NULL DEFAULT 0,
     coverage          double precision[] NOT NULL DEFAULT '{}',
-    unique_seconds    double precision NOT NULL DEFAULT 0,
+    unique_seconds    numeric(18, 3)   NOT NULL DEFAULT 0,
     completion_pct    numeric(5, 2),
     complete_ts       bigint,
     completed         boolean          NOT NULL DEFAULT false,
     completed_at      timestamptz,
+    history_ranges    integer          NOT NULL DEFAULT 0,
     plays             integer          NOT NULL DEFAULT 0,
     pauses            integer          NOT NULL DEFAULT 0,
     seeks             integer          NOT NULL DEFAULT 0,
     user_agent        text,
     user_agent_ts     bigint,
-    user_agent_event  uuid,
+    user_agent_order  numeric,
     device_type       text,
     browser           text,
     os                text,
     referrer          text,
     referrer_ts       bigint,
+    referrer_order    numeric,
+    first_event       uuid,
+    last_event        uuid,
+    course_event      uuid,
+    lesson_event      uuid,
+    duration_event    uuid,
+    position_event    uuid,
+    user_agent_event  uuid,
     referrer_event    uuid
 );
 COMMENT ON TABLE progress_sessions IS
     'Working state of processor progress, one row per session: the columns of video_sessions plus '
-    'the (ts, event_id) of the event each "latest"/"first" value came from, so that late events '
-    'change nothing they should not. Analysts read video_sessions.';
+    'the (event time, stream order) of the event each "latest"/"first" value came from, so that late '
+    'events change nothing they should not. Analysts read video_sessions.';
 COMMENT ON COLUMN progress_sessions.session_id IS 'The session.';
-COMMENT ON COLUMN progress_sessions.video_id IS 'Video of the session''s first event (by ts, then event_id).';
-COMMENT ON COLUMN progress_sessions.viewer_id IS 'Viewer of the session''s first event.';
-COMMENT ON COLUMN progress_sessions.first_ts IS 'ts (ms) of the first event.';
-COMMENT ON COLUMN progress_sessions.first_event IS 'event_id of the first event.';
+COMMENT ON COLUMN progress_sessions.video_id IS
+    'The video the session belongs to: that of the first of its events this processor applied. '
+    'Events naming the session with another video or viewer are refused (processor_refusals).';
+COMMENT ON COLUMN progress_sessions.viewer_id IS 'The viewer the session belongs to (as video_id).';
+COMMENT ON COLUMN progress_sessions.first_ts IS 'Smallest ts (ms) of the session''s events.';
 COMMENT ON COLUMN progress_sessions.started_at IS 'Smallest ts of the session''s events.';
-COMMENT ON COLUMN progress_sessions.last_ts IS 'ts (ms) of the latest event.';
-COMMENT ON COLUMN progress_sessions.last_event IS 'event_id of the latest event.';
+COMMENT ON COLUMN progress_sessions.last_ts IS 'Greatest ts (ms) of the session''s events.';
 COMMENT ON COLUMN progress_sessions.last_event_at IS 'Greatest ts of the session''s events.';
+COMMENT ON COLUMN progress_sessions.span_lo IS 'Smallest ts (ms) of the session''s events.';
+COMMENT ON COLUMN progress_sessions.span_hi IS 'Greatest ts (ms) of the session''s events.';
+COMMENT ON COLUMN progress_sessions.granted IS
+    'Seconds of played media granted to the session so far: at most 16 * (span_hi - span_lo) / 1000 + 30.';
 COMMENT ON COLUMN progress_sessions.course_id IS 'course_id of the latest event carrying one.';
-COMMENT ON COLUMN progress_sessions.course_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN progress_sessions.course_event IS 'event_id of that event.';
+COMMENT ON COLUMN progress_sessions.course_ts IS
+    'Event time (ms, min(ts, received_at)) of that event; with course_order, what "latest" compares.';
+COMMENT ON COLUMN progress_sessions.course_order IS
+    'Stream order of that event (entry id ms * 2^64 + seq): breaks ties in event time.';
 COMMENT ON COLUMN progress_sessions.lesson_id IS 'lesson_id of the latest event carrying one.';
-COMMENT ON COLUMN progress_sessions.lesson_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN progress_sessions.lesson_event IS 'event_id of that event.';
+COMMENT ON COLUMN progress_sessions.lesson_ts IS 'Event time (ms) of that event.';
+COMMENT ON COLUMN progress_sessions.lesson_order IS 'Stream order of that event.';
 COMMENT ON COLUMN progress_sessions.is_preview IS 'True when any event of the session says is_preview.';
 COMMENT ON COLUMN progress_sessions.duration_s IS 'duration_s of the latest event carrying one.';
-COMMENT ON COLUMN progress_sessions.duration_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN progress_sessions.duration_event IS 'event_id of that event.';
+COMMENT ON COLUMN progress_sessions.duration_ts IS 'Event time (ms) of that event.';
+COMMENT ON COLUMN progress_sessions.duration_order IS 'Stream order of that event.';
 COMMENT ON COLUMN progress_sessions.position_s IS 'position_s of the latest event carrying one.';
-COMMENT ON COLUMN progress_sessions.position_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN progress_sessions.position_event IS 'event_id of that event.';
-COMMENT ON COLUMN progress_sessions.max_position_s IS 'Greatest position_s or played-range end.';
-COMMENT ON COLUMN progress_sessions.watch_seconds IS 'Seconds played, rewatches included.';
-COMMENT ON COLUMN progress_sessions.coverage IS 'Union of all played ranges, merged and flattened: {start1, end1, ...}.';
-COMMENT ON COLUMN progress_sessions.unique_seconds IS 'Length of coverage.';
-COMMENT ON COLUMN progress_sessions.completion_pct IS '100 * unique_seconds / duration_s, at most 100, 2 decimals.';
+COMMENT ON COLUMN progress_sessions.position_ts IS 'Event time (ms) of that event.';
+COMMENT ON COLUMN progress_sessions.position_order IS 'Stream order of that event.';
+COMMENT ON COLUMN progress_sessions.max_position_s IS 'Greatest position_s or granted played-range end.';
+COMMENT ON COLUMN progress_sessions.watch_seconds IS 'See video_sessions.watch_seconds.';
+COMMENT ON COLUMN progress_sessions.coverage IS
+    'Union of all granted played ranges, merged and flattened: {start1, end1, ...}; at most 512 ranges '
+    '(beyond, the narrowest gaps are filled).';
+COMMENT ON COLUMN progress_sessions.unique_seconds IS 'Length of coverage, rounded to the millisecond.';
+COMMENT ON COLUMN progress_sessions.completion_pct IS '100 * length of coverage / duration_s, at most 100, 2 decimals.';
 COMMENT ON COLUMN progress_sessions.complete_ts IS 'Smallest ts (ms) of the session''s complete events, if any.';
 COMMENT ON COLUMN progress_sessions.completed IS 'See video_sessions.completed.';
 COMMENT ON COLUMN progress_sessions.completed_at IS 'See video_sessions.completed_at.';
+COMMENT ON COLUMN progress_sessions.history_ranges IS
+    'Played ranges of the session kept in progress_played; past 2048 none are kept any more and the '
+    'value is 2049 (completed_at is then no longer moved earlier by late events).';
 COMMENT ON COLUMN progress_sessions.plays IS 'Number of play events.';
 COMMENT ON COLUMN progress_sessions.pauses IS 'Number of pause events.';
 COMMENT ON COLUMN progress_sessions.seeks IS 'Number of seek events.';
 COMMENT ON COLUMN progress_sessions.user_agent IS 'User-Agent of the first event whose request carried one.';
-COMMENT ON COLUMN progress_sessions.user_agent_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN progress_sessions.user_agent_event IS 'event_id of that event.';
+COMMENT ON COLUMN progress_sessions.user_agent_ts IS 'Event time (ms) of that event.';
+COMMENT ON COLUMN progress_sessions.user_agent_order IS 'Stream order of that event.';
 COMMENT ON COLUMN progress_sessions.device_type IS 'desktop, mobile, tablet or other, from user_agent (bots'' events make no session).';
 COMMENT ON COLUMN progress_sessions.browser IS 'Browser family from user_agent.';
 COMMENT ON COLUMN progress_sessions.os IS 'Operating-system family from user_agent.';
 COMMENT ON COLUMN progress_sessions.referrer IS 'Referer of the first event whose request carried one.';
-COMMENT ON COLUMN progress_sessions.referrer_ts IS 'ts (ms) of that event.';
-COMMENT ON COLUMN progress_sessions.referrer_event IS 'event_id of that event.';
+COMMENT ON COLUMN progress_sessions.referrer_ts IS 'Event time (ms) of that event.';
+COMMENT ON COLUMN progress_sessions.referrer_order IS 'Stream order of that event.';
+COMMENT ON COLUMN progress_sessions.first_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.last_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.course_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.lesson_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.duration_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.position_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.user_agent_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
+COMMENT ON COLUMN progress_sessions.referrer_event IS 'Unused since migration 0003; kept so that processes of an earlier release keep working during an upgrade.';
 CREATE INDEX IF NOT EXISTS progress_sessions_viewer_video_idx ON progress_sessions (viewer_id, video_id);
 CREATE INDEX IF NOT EXISTS progress_sessions_video_idx ON progress_sessions (video_id);
 
@@ -241,11 +291,14 @@ SELECT session_id, video_id, viewer_id, course_id, lesson_id, is_preview, starte
 FROM progress_sessions;
 COMMENT ON VIEW video_sessions IS
     'One row per playback session (session_id): one view of one video. Values are exact whatever the '
-    'order events arrive in; "latest" means greatest (ts, event_id). (A view over progress_sessions, '
-    'which also keeps what the processor needs to stay exact.)';
+    'order events arrive in; "latest" means greatest (min(ts, received_at), stream order), see '
+    'docs/processors.md. (A view over progress_sessions, which also keeps what the processor needs '
+    'to stay exact.)';
 COMMENT ON COLUMN video_sessions.session_id IS 'The playback session (client-generated, one per page view of a video).';
-COMMENT ON COLUMN video_sessions.video_id IS 'The video watched (of the session''s first event).';
-COMMENT ON COLUMN video_sessions.viewer_id IS 'The viewer (of the session''s first event).';
+COMMENT ON COLUMN video_sessions.video_id IS
+    'The video watched: that of the first of the session''s events the processor applied; later events '
+    'naming the session with another video or viewer are refused.';
+COMMENT ON COLUMN video_sessions.viewer_id IS 'The viewer (as video_id).';
 COMMENT ON COLUMN video_sessions.course_id IS 'course_id of the latest event carrying one.';
 COMMENT ON COLUMN video_sessions.lesson_id IS 'lesson_id of the latest event carrying one.';
 COMMENT ON COLUMN video_sessions.is_preview IS 'True when any event of the session says is_preview.';
@@ -254,8 +307,13 @@ COMMENT ON COLUMN video_sessions.last_event_at IS 'Greatest ts (client time) of 
 COMMENT ON COLUMN video_sessions.duration_s IS 'Media duration in seconds, of the latest event carrying one.';
 COMMENT ON COLUMN video_sessions.position_s IS 'Playhead in seconds, of the latest event carrying one.';
 COMMENT ON COLUMN video_sessions.max_position_s IS 'Furthest point reached: the greatest position_s or played-range end.';
-COMMENT ON COLUMN video_sessions.watch_seconds IS 'Seconds played, rewatches included (sum over events of their merged, clipped ranges).';
-COMMENT ON COLUMN video_sessions.unique_seconds IS 'Distinct media seconds played: length of the union of all played ranges (coverage).';
+COMMENT ON COLUMN video_sessions.watch_seconds IS
+    'Seconds played, rewatches included (sum over events of their merged, clipped ranges, each rounded to '
+    'the millisecond). A session is credited at most 16 * its span (greatest minus smallest ts) '
+    '+ 30 s of played media; each event gets what of its ranges still fits when it is applied.';
+COMMENT ON COLUMN video_sessions.unique_seconds IS
+    'Distinct media seconds played: length of the union of all credited played ranges (coverage), '
+    'rounded to the millisecond.';
 COMMENT ON COLUMN video_sessions.completion_pct IS
     '100 * unique_seconds / duration_s, at most 100, rounded half up to 2 decimals; NULL without a duration. '
     'Seeking to the end does not raise it: only played seconds count.';
@@ -295,7 +353,8 @@ COMMENT ON TABLE video_watch_progress IS
 COMMENT ON COLUMN video_watch_progress.viewer_id IS 'The viewer.';
 COMMENT ON COLUMN video_watch_progress.video_id IS 'The video.';
 COMMENT ON COLUMN video_watch_progress.position_s IS
-    'Where to resume: position_s of the viewer''s latest event on the video carrying a position (latest = greatest (ts, event_id)).';
+    'Where to resume: position_s of the viewer''s latest event on the video carrying a position '
+    '(latest = greatest (min(ts, received_at), stream order)).';
 COMMENT ON COLUMN video_watch_progress.duration_s IS 'duration_s of the viewer''s latest event on the video carrying one.';
 COMMENT ON COLUMN video_watch_progress.progress_pct IS
     '100 * position_s / duration_s, at most 100, rounded half up to 2 decimals; NULL when either is unknown.';
@@ -324,7 +383,7 @@ CREATE TABLE IF NOT EXISTS video_metrics (
     video_id           text             PRIMARY KEY,
     views              bigint           NOT NULL DEFAULT 0,
     unique_viewers     bigint           NOT NULL DEFAULT 0,
-    watch_seconds      double precision NOT NULL DEFAULT 0,
+    watch_seconds      numeric(18, 3)   NOT NULL DEFAULT 0,
     plays              bigint           NOT NULL DEFAULT 0,
     pauses             bigint           NOT NULL DEFAULT 0,
     seeks              bigint           NOT NULL DEFAULT 0,
@@ -344,7 +403,10 @@ COMMENT ON TABLE video_metrics IS
 COMMENT ON COLUMN video_metrics.video_id IS 'The video.';
 COMMENT ON COLUMN video_metrics.views IS 'Distinct sessions with a session_start event.';
 COMMENT ON COLUMN video_metrics.unique_viewers IS 'Distinct viewers with any event.';
-COMMENT ON COLUMN video_metrics.watch_seconds IS 'Seconds played over all events, rewatches included (each event''s ranges clipped to its duration and merged).';
+COMMENT ON COLUMN video_metrics.watch_seconds IS
+    'Seconds played over all events, rewatches included (each event''s ranges clipped to its duration '
+    'and merged, rounded to the millisecond); only media granted to the session counts (at most '
+    '16 * its span + 30 s, see video_sessions.watch_seconds).';
 COMMENT ON COLUMN video_metrics.plays IS 'Number of play events.';
 COMMENT ON COLUMN video_metrics.pauses IS 'Number of pause events.';
 COMMENT ON COLUMN video_metrics.seeks IS 'Number of seek events.';
@@ -352,8 +414,8 @@ COMMENT ON COLUMN video_metrics.watched_25_count IS 'Distinct viewers with a mil
 COMMENT ON COLUMN video_metrics.watched_50_count IS 'Distinct viewers with a milestone 50 event.';
 COMMENT ON COLUMN video_metrics.watched_75_count IS 'Distinct viewers with a milestone 75 event.';
 COMMENT ON COLUMN video_metrics.watched_90_count IS 'Distinct viewers with a milestone 90 event.';
-COMMENT ON COLUMN video_metrics.completions IS 'Distinct sessions with a complete event.';
-COMMENT ON COLUMN video_metrics.unique_completers IS 'Distinct viewers with a complete event.';
+COMMENT ON COLUMN video_metrics.completions IS 'Distinct sessions with both a session_start and a complete event.';
+COMMENT ON COLUMN video_metrics.unique_completers IS 'Distinct viewers of those sessions.';
 COMMENT ON COLUMN video_metrics.first_event_at IS 'Smallest ts (client time) of the video''s events.';
 COMMENT ON COLUMN video_metrics.last_event_at IS 'Greatest ts (client time) of the video''s events.';
 COMMENT ON COLUMN video_metrics.bot_events IS
@@ -365,7 +427,7 @@ CREATE TABLE IF NOT EXISTS video_metrics_daily (
     day                date             NOT NULL,
     views              bigint           NOT NULL DEFAULT 0,
     unique_viewers     bigint           NOT NULL DEFAULT 0,
-    watch_seconds      double precision NOT NULL DEFAULT 0,
+    watch_seconds      numeric(18, 3)   NOT NULL DEFAULT 0,
     plays              bigint           NOT NULL DEFAULT 0,
     pauses             bigint           NOT NULL DEFAULT 0,
     seeks              bigint           NOT NULL DEFAULT 0,
@@ -395,8 +457,9 @@ COMMENT ON COLUMN video_metrics_daily.watched_25_count IS 'Distinct viewers with
 COMMENT ON COLUMN video_metrics_daily.watched_50_count IS 'Distinct viewers with a milestone 50 event that day.';
 COMMENT ON COLUMN video_metrics_daily.watched_75_count IS 'Distinct viewers with a milestone 75 event that day.';
 COMMENT ON COLUMN video_metrics_daily.watched_90_count IS 'Distinct viewers with a milestone 90 event that day.';
-COMMENT ON COLUMN video_metrics_daily.completions IS 'Distinct sessions with a complete event that day.';
-COMMENT ON COLUMN video_metrics_daily.unique_completers IS 'Distinct viewers with a complete event that day.';
+COMMENT ON COLUMN video_metrics_daily.completions IS
+    'Distinct sessions with a complete event that day and a session_start (any day).';
+COMMENT ON COLUMN video_metrics_daily.unique_completers IS 'Distinct viewers of those sessions.';
 COMMENT ON COLUMN video_metrics_daily.first_event_at IS 'Smallest ts of the video''s events that day.';
 COMMENT ON COLUMN video_metrics_daily.last_event_at IS 'Greatest ts of the video''s events that day.';
 COMMENT ON COLUMN video_metrics_daily.bot_events IS 'Events of the video sent by bots that day.';
@@ -414,7 +477,8 @@ COMMENT ON TABLE metrics_members IS
 COMMENT ON COLUMN metrics_members.video_id IS 'The video.';
 COMMENT ON COLUMN metrics_members.kind IS
     'Which count: view (session_id with a session_start), viewer (viewer_id), m25/m50/m75/m90 (viewer_id '
-    'with that milestone), completion (session_id with a complete event), completer (viewer_id with one).';
+    'with that milestone), completion (session_id with a session_start and a complete event), '
+    'completer (viewer_id of such a session).';
 COMMENT ON COLUMN metrics_members.member IS 'The session_id or viewer_id counted.';
 
 CREATE TABLE IF NOT EXISTS metrics_daily_members (
@@ -429,6 +493,31 @@ COMMENT ON COLUMN metrics_daily_members.video_id IS 'The video.';
 COMMENT ON COLUMN metrics_daily_members.day IS 'UTC date of the events'' ts.';
 COMMENT ON COLUMN metrics_daily_members.kind IS 'Which count, as in metrics_members.kind.';
 COMMENT ON COLUMN metrics_daily_members.member IS 'The session_id or viewer_id counted.';
+
+CREATE TABLE IF NOT EXISTS metrics_sessions (
+    session_id     text             PRIMARY KEY,
+    video_id       text             NOT NULL,
+    viewer_id      text             NOT NULL,
+    span_lo        bigint,
+    span_hi        bigint,
+    granted        double precision NOT NULL DEFAULT 0,
+    started        boolean          NOT NULL DEFAULT false,
+    complete_days  date[]           NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE metrics_sessions IS
+    'Working state of processor metrics, one row per session: who it belongs to, the media it was '
+    'granted, and what makes it a completion. Not meant for analysts.';
+COMMENT ON COLUMN metrics_sessions.session_id IS 'The session.';
+COMMENT ON COLUMN metrics_sessions.video_id IS
+    'The video the session belongs to: that of the first of its events this processor applied. '
+    'Events naming the session with another video or viewer are refused (processor_refusals).';
+COMMENT ON COLUMN metrics_sessions.viewer_id IS 'The viewer the session belongs to (as video_id).';
+COMMENT ON COLUMN metrics_sessions.span_lo IS 'Smallest ts (ms) of the session''s events.';
+COMMENT ON COLUMN metrics_sessions.span_hi IS 'Greatest ts (ms) of the session''s events.';
+COMMENT ON COLUMN metrics_sessions.granted IS
+    'Seconds of played media granted to the session so far: at most 16 * (span_hi - span_lo) / 1000 + 30.';
+COMMENT ON COLUMN metrics_sessions.started IS 'Whether the session sent a session_start event.';
+COMMENT ON COLUMN metrics_sessions.complete_days IS 'UTC days of the session''s complete events.';
 
 CREATE TABLE IF NOT EXISTS metrics_applied (
     event_id    uuid        PRIMARY KEY,
@@ -455,6 +544,26 @@ COMMENT ON COLUMN forgotten_viewers.viewer_hash IS 'Hex SHA-256 of the viewer_id
 COMMENT ON COLUMN forgotten_viewers.forgotten_at IS
     'When the viewer was erased: their events with ts up to 5 minutes later (the ingest''s clock '
     'tolerance) are dropped; later ones are new activity.';
+
+-- ---------------------------------------------------------------------------
+-- events the processors refused
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS processor_refusals (
+    processor  text        NOT NULL,
+    reason     text        NOT NULL,
+    events     bigint      NOT NULL DEFAULT 0,
+    last_at    timestamptz,
+    PRIMARY KEY (processor, reason)
+);
+COMMENT ON TABLE processor_refusals IS
+    'Events a processor refused to count, per processor and reason. They stay in video_events.';
+COMMENT ON COLUMN processor_refusals.processor IS 'The processor (heatmap, progress, metrics).';
+COMMENT ON COLUMN processor_refusals.reason IS
+    'session_taken: the event names a session that belongs to another video or viewer (the one of '
+    'the first of its events the processor applied).';
+COMMENT ON COLUMN processor_refusals.events IS 'How many events were refused for that reason.';
+COMMENT ON COLUMN processor_refusals.last_at IS 'When the last of them was refused (server time).';
 
 -- ---------------------------------------------------------------------------
 -- views for analysts
@@ -501,8 +610,8 @@ COMMENT ON COLUMN video_analytics_summary.watched_25_count IS 'Distinct viewers 
 COMMENT ON COLUMN video_analytics_summary.watched_50_count IS 'Distinct viewers with a milestone 50 event.';
 COMMENT ON COLUMN video_analytics_summary.watched_75_count IS 'Distinct viewers with a milestone 75 event.';
 COMMENT ON COLUMN video_analytics_summary.watched_90_count IS 'Distinct viewers with a milestone 90 event.';
-COMMENT ON COLUMN video_analytics_summary.completions IS 'Distinct sessions with a complete event.';
-COMMENT ON COLUMN video_analytics_summary.unique_completers IS 'Distinct viewers with a complete event.';
+COMMENT ON COLUMN video_analytics_summary.completions IS 'Distinct sessions with both a session_start and a complete event.';
+COMMENT ON COLUMN video_analytics_summary.unique_completers IS 'Distinct viewers of those sessions.';
 COMMENT ON COLUMN video_analytics_summary.completion_rate_pct IS '100 * completions / views, 2 decimals; NULL without views.';
 COMMENT ON COLUMN video_analytics_summary.sessions IS 'Sessions of the video known to video_sessions (with or without a session_start).';
 COMMENT ON COLUMN video_analytics_summary.avg_completion_pct IS 'Average completion_pct of the video''s sessions, 2 decimals.';
@@ -520,8 +629,8 @@ COMMENT ON COLUMN popular_videos.video_id IS 'The video.';
 COMMENT ON COLUMN popular_videos.watched_50_count IS 'Distinct viewers with a milestone 50 event.';
 COMMENT ON COLUMN popular_videos.views IS 'Distinct sessions with a session_start event.';
 COMMENT ON COLUMN popular_videos.unique_viewers IS 'Distinct viewers with any event.';
-COMMENT ON COLUMN popular_videos.completions IS 'Distinct sessions with a complete event.';
-COMMENT ON COLUMN popular_videos.unique_completers IS 'Distinct viewers with a complete event.';
+COMMENT ON COLUMN popular_videos.completions IS 'Distinct sessions with both a session_start and a complete event.';
+COMMENT ON COLUMN popular_videos.unique_completers IS 'Distinct viewers of those sessions.';
 COMMENT ON COLUMN popular_videos.watch_seconds IS 'Seconds played, rewatches included.';
 COMMENT ON COLUMN popular_videos.last_event_at IS 'Greatest ts of the video''s events.';
 

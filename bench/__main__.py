@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Any
 
-from bench import drain, e2e, ingest
+from bench import drain, e2e, ingest, sessions
 from bench.env import BenchEnv
 from bench.report import Row, chart, machine, markdown, service_versions, table, write_json
 
-PARTS = ("ingest", "processors", "e2e")
+PARTS = ("ingest", "processors", "e2e", "sessions")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,6 +93,24 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
                 passed=lag < run["lag_target_s"] and sent >= 0.95 * run["rate"],
             )
         )
+    if "sessions" in results:
+        late = results["sessions"]["late_event_ms"]
+        small, large = late["1000"], late["100000"]
+        rows.append(
+            Row(
+                figure="late event after 100,000 ranges (progress + heatmap)",
+                value=large,
+                unit="ms",
+                value_text=f"{large:,.0f} ms",
+                baseline_name="after 1,000 ranges",
+                baseline=small,
+                baseline_text=f"{small:,.0f} ms (after 1,000 ranges)",
+                ratio=large / small if small else None,
+                # 100 times the ranges; bounded state keeps the cost about the same.
+                target="<= 10x",
+                passed=large <= 10 * small,
+            )
+        )
     return rows
 
 
@@ -137,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in parts:
             print(f"- end to end: {ecfg.rate:,.0f} events/s for {ecfg.duration_s:.0f}s", flush=True)
             results["e2e"] = e2e.run(env, ecfg)
+        if "sessions" in parts:
+            print("- sessions: one late event after 1,000 and 100,000 played ranges", flush=True)
+            results["sessions"] = sessions.run(env, sessions.SessionsConfig())
     finally:
         env.cleanup()
     results["machine"]["load_average_end"] = machine()["load_average"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -27,6 +28,12 @@ from ingest.fastpath import vouch
 from vidpulse.events import EdgeRules, FieldError, InvalidEvent, now_ms, parse_event
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
+from vidpulse.telemetry import (
+    INGEST_APPEND_SECONDS,
+    RequestMetricsMiddleware,
+    count_ingest_events,
+    metrics_route,
+)
 
 log = structlog.get_logger("vidpulse.ingest")
 
@@ -240,18 +247,22 @@ class EventsEndpoint:
             events.append((dedupe, event_json))
 
         if not events:
+            count_ingest_events(0, 0, len(rejected))
             refusal = {"error": "no valid event in the request", "rejected": rejected}
             await send_json(send, 422, refusal)
             return
         appender: Appender = scope["state"]["appender"]
         batch = Batch(received_at, user_agent.encode(), referer.encode(), events)
+        started = perf_counter()
         try:
             appended = await appender.append_batch(batch)
         except (Backpressure, RedisError, OSError) as exc:
             status, error, headers = _unavailable(exc, self.settings)
             await send_json(send, status, error, headers)
             return
+        INGEST_APPEND_SECONDS.observe(perf_counter() - started)
         accepted = sum(appended)
+        count_ingest_events(accepted, len(appended) - accepted, len(rejected))
         answer = {
             "accepted": accepted,
             "duplicates": len(appended) - accepted,
@@ -285,12 +296,15 @@ async def append_and_answer(
 async def _answer(
     request: Request, appending: Awaitable[list[bool]], rejected: list[dict[str, Any]]
 ) -> Response:
+    started = perf_counter()
     try:
         appended = await appending
     except (Backpressure, RedisError, OSError) as exc:
         status, body, headers = _unavailable(exc, request.state.settings)
         return JSONResponse(body, status_code=status, headers=headers)
+    INGEST_APPEND_SECONDS.observe(perf_counter() - started)
     accepted = sum(appended)
+    count_ingest_events(accepted, len(appended) - accepted, len(rejected))
     return JSONResponse(
         {"accepted": accepted, "duplicates": len(appended) - accepted, "rejected": rejected},
         status_code=202,
@@ -373,10 +387,12 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/tracker.js", tracker_js, methods=["GET"]),
         *legacy_routes(settings),
+        metrics_route(settings),
         *(extra_routes or []),
     ]
     origins = settings.cors_origin_list
     middleware = [
+        Middleware(RequestMetricsMiddleware, paths=[route.path for route in routes]),
         Middleware(
             LeanCORSMiddleware,
             allow_origins=origins,
@@ -384,7 +400,7 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
             allow_headers=["Content-Type"],
             expose_headers=["Retry-After"],
             max_age=86400,
-        )
+        ),
     ]
     if settings.rate_limit:
         from ingest.ratelimit import RateLimitMiddleware

@@ -87,6 +87,43 @@ def segments(ranges: Iterable[Range], size: int) -> set[int]:
     return set(segment_seconds(ranges, size))
 
 
+def take(merged: Sequence[Range], seconds: float) -> list[Range]:
+    """The first `seconds` of merged ranges, in media order (all of them if they are shorter)."""
+    out: list[Range] = []
+    left = seconds
+    for start, end in merged:
+        if left <= 0:
+            break
+        if end - start <= left:
+            out.append((start, end))
+            left -= end - start
+        else:
+            out.append((start, start + left))
+            break
+    return out
+
+
+def coarsen(merged: list[Range], limit: int) -> list[Range]:
+    """Merged ranges cut down to at most `limit` ranges by filling their narrowest gaps.
+
+    Unchanged when there are `limit` ranges or fewer; otherwise the result covers a
+    little more than the input (the gaps filled), never less. Ties between gaps of one
+    width go to the leftmost.
+    """
+    if len(merged) <= limit:
+        return merged
+    gaps = sorted(range(len(merged) - 1), key=lambda i: (merged[i + 1][0] - merged[i][1], i))
+    filled = set(gaps[: len(merged) - limit])
+    out: list[Range] = []
+    start = merged[0][0]
+    for i, (_, end) in enumerate(merged):
+        if i not in filled:
+            out.append((start, end))
+            if i + 1 < len(merged):
+                start = merged[i + 1][0]
+    return out
+
+
 def flat(ranges: Sequence[Range]) -> list[float]:
     """[(a, b), (c, d)] as [a, b, c, d], the form stored in float8[] columns."""
     return [x for r in ranges for x in r]

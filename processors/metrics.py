@@ -1,12 +1,16 @@
 """Processor `metrics`: counters per video (`video_metrics`) and per video and UTC day
 (`video_metrics_daily`).
 
-Sums and event counts add the batch's deltas. Distinct counts (views, unique viewers,
-milestone viewers, completions, completers) are exact: each (video, kind, member) is a
-row of `metrics_members` (`metrics_daily_members` per day), and a count grows only by
-the members a batch inserts for the first time (INSERT ... ON CONFLICT DO NOTHING
-RETURNING). Replicas take row locks in one global order (members, daily members,
-video rows, daily rows, each sorted), so they never deadlock on each other.
+Sessions are bound and credited by the rules of processors/sessions.py, with the
+state kept in `metrics_sessions`. Sums and event counts add the batch's deltas (watch
+seconds in whole milliseconds). Distinct counts (views, unique viewers, milestone
+viewers, completions, completers) are exact: each (video, kind, member) is a row of
+`metrics_members` (`metrics_daily_members` per day), and a count grows only by the
+members a batch inserts for the first time (INSERT ... ON CONFLICT DO NOTHING
+RETURNING). A completion is a session with both a `session_start` and a `complete`
+event, whichever arrives first; per day it counts on the days of its complete events.
+Replicas take row locks in one global order (sessions, members, daily members, video
+rows, daily rows, each sorted), so they never deadlock on each other.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 
 import psycopg
 
-from processors import intervals
+from processors import intervals, sessions
 from processors.base import Entry, Processor
+from processors.sessions import Binding, Credit
 from vidpulse.settings import Settings
 
 # Distinct counts: membership kind -> counter column.
@@ -41,6 +46,23 @@ COUNTERS = (
     "unique_completers", "bot_events",
 )  # fmt: skip
 
+_LOCK_SESSIONS = """
+INSERT INTO metrics_sessions (session_id, video_id, viewer_id)
+SELECT s, v, w FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(s, v, w) ORDER BY s
+ON CONFLICT (session_id) DO UPDATE SET session_id = excluded.session_id WHERE false
+"""
+_LOAD_SESSIONS = """
+SELECT session_id, video_id, viewer_id, span_lo, span_hi, granted, started, complete_days
+FROM metrics_sessions WHERE session_id = ANY(%b::text[])
+"""
+_SAVE_SESSIONS = """
+UPDATE metrics_sessions m
+SET span_lo = u.span_lo, span_hi = u.span_hi, granted = u.granted, started = u.started,
+    complete_days = u.complete_days::date[]
+FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::float8[], %b::boolean[], %b::text[])
+     AS u(session_id, span_lo, span_hi, granted, started, complete_days)
+WHERE m.session_id = u.session_id
+"""
 _ADD_MEMBERS = """
 INSERT INTO metrics_members (video_id, kind, member)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ORDER BY 1, 2, 3
@@ -57,7 +79,7 @@ RETURNING video_id, day, kind
 
 def _upsert(table: str, keys: tuple[str, ...], key_types: tuple[str, ...]) -> str:
     columns = (*keys, *COUNTERS, "watch_seconds", "first_event_at", "last_event_at")
-    types = (*key_types, *["bigint"] * len(COUNTERS), "float8", "timestamptz", "timestamptz")
+    types = (*key_types, *["bigint"] * len(COUNTERS), "numeric", "timestamptz", "timestamptz")
     sets = [f"{c} = t.{c} + excluded.{c}" for c in (*COUNTERS, "watch_seconds")]
     sets.append("first_event_at = least(t.first_event_at, excluded.first_event_at)")
     sets.append("last_event_at = greatest(t.last_event_at, excluded.last_event_at)")
@@ -78,7 +100,7 @@ class Delta:
     """What one batch adds to one counter row."""
 
     counts: defaultdict[str, int]
-    watch_seconds: float = 0.0
+    watch_ms: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
 
@@ -86,8 +108,8 @@ class Delta:
     def empty(cls) -> Delta:
         return cls(counts=defaultdict(int))
 
-    def add_event(self, ts: int, seconds: float, count: str | None) -> None:
-        self.watch_seconds += seconds
+    def add_event(self, ts: int, ms: int, count: str | None) -> None:
+        self.watch_ms += ms
         if count:
             self.counts[count] += 1
         self.first_ms = ts if self.first_ms is None else min(self.first_ms, ts)
@@ -96,58 +118,140 @@ class Delta:
     def values(self) -> list[Any]:
         return [
             *(self.counts.get(c, 0) for c in COUNTERS),
-            self.watch_seconds,
+            sessions.seconds(self.watch_ms),
             _at(self.first_ms),
             _at(self.last_ms),
         ]
 
 
+@dataclass
+class SessionState:
+    """What metrics remembers of one session."""
+
+    binding: Binding
+    credit: Credit
+    started: bool = False
+    complete_days: list[date] | None = None
+
+
 def memberships(entry: Entry) -> list[tuple[str, str]]:
-    """The (kind, member) pairs an event makes its video count, before deduplication."""
+    """The (kind, member) pairs an event makes its video count, before deduplication.
+
+    Completions are not among them: they need the session (see completions).
+    """
     e = entry.event
     out = [("viewer", e.viewer_id)]
     if e.type == "session_start":
         out.append(("view", e.session_id))
     elif e.type == "milestone":
         out.append((f"m{e.milestone}", e.viewer_id))
-    elif e.type == "complete":
-        out.append(("completion", e.session_id))
-        out.append(("completer", e.viewer_id))
     return out
+
+
+class Batch:
+    """The deltas and memberships one batch adds."""
+
+    def __init__(self) -> None:
+        self.totals: defaultdict[str, Delta] = defaultdict(Delta.empty)
+        self.daily: defaultdict[tuple[str, date], Delta] = defaultdict(Delta.empty)
+        self.members: set[tuple[str, str, str]] = set()
+        self.daily_members: set[tuple[str, date, str, str]] = set()
+
+    def member(self, video_id: str, day: date, kind: str, member: str) -> None:
+        self.members.add((video_id, kind, member))
+        self.daily_members.add((video_id, day, kind, member))
+
+
+def fold_session(state: SessionState, entries: list[Entry], batch: Batch) -> int:
+    """Add one session's new events to the batch; returns how many were refused."""
+    was_started = state.started
+    days = state.complete_days = state.complete_days or []
+    new_days: list[date] = []
+    admitted, refused = state.binding.admit(entries)
+    for entry in admitted:
+        e = entry.event
+        day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
+        ms = sessions.millis(intervals.total(state.credit.grant_event(entry)))
+        count = TYPE_COUNTS.get(e.type)
+        batch.totals[e.video_id].add_event(e.ts, ms, count)
+        batch.daily[(e.video_id, day)].add_event(e.ts, ms, count)
+        for kind, member in memberships(entry):
+            batch.member(e.video_id, day, kind, member)
+        if e.type == "session_start":
+            state.started = True
+        elif e.type == "complete" and day not in days:
+            days.append(day)
+            new_days.append(day)
+    video_id, viewer_id = state.binding.video_id, state.binding.viewer_id
+    if state.started and video_id is not None and viewer_id is not None:
+        # A session counts as a completion once it has both a start and a complete
+        # event: on the days of the complete events the batch brought, or, when the
+        # start has just come, on every day it completed.
+        for day in new_days if was_started else days:
+            batch.member(video_id, day, "completion", entries[0].event.session_id)
+            batch.member(video_id, day, "completer", viewer_id)
+    return refused
 
 
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Add one batch to video_metrics and video_metrics_daily."""
-    totals: defaultdict[str, Delta] = defaultdict(Delta.empty)
-    daily: defaultdict[tuple[str, date], Delta] = defaultdict(Delta.empty)
-    members: set[tuple[str, str, str]] = set()
-    daily_members: set[tuple[str, date, str, str]] = set()
+    batch = Batch()
     for entry in entries:
-        e = entry.event
-        day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
         if entry.is_bot:  # counted as such, and in nothing else
-            totals[e.video_id].counts["bot_events"] += 1
-            daily[(e.video_id, day)].counts["bot_events"] += 1
-            continue
-        seconds = intervals.total(intervals.played(e.played, e.duration_s))
-        count = TYPE_COUNTS.get(e.type)
-        totals[e.video_id].add_event(e.ts, seconds, count)
-        daily[(e.video_id, day)].add_event(e.ts, seconds, count)
-        for kind, member in memberships(entry):
-            members.add((e.video_id, kind, member))
-            daily_members.add((e.video_id, day, kind, member))
+            e = entry.event
+            day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
+            batch.totals[e.video_id].counts["bot_events"] += 1
+            batch.daily[(e.video_id, day)].counts["bot_events"] += 1
+    groups = sessions.by_session(entries)
+    refused = 0
+    if groups:
+        states = lock_sessions(conn, [group[0] for group in groups.values()])
+        refused = sum(fold_session(states[k], group, batch) for k, group in groups.items())
+        save_sessions(conn, list(states.items()))
+    totals, daily = batch.totals, batch.daily
 
-    rows = sorted(members)
-    for video_id, kind in conn.execute(_ADD_MEMBERS, _columns(rows, 3)):
-        totals[video_id].counts[DISTINCT[kind]] += 1
-    daily_rows = sorted(daily_members)
-    for video_id, day, kind in conn.execute(_ADD_DAILY_MEMBERS, _columns(daily_rows, 4)):
-        daily[(video_id, day)].counts[DISTINCT[kind]] += 1
+    rows = sorted(batch.members)
+    if rows:
+        for video_id, kind in conn.execute(_ADD_MEMBERS, _columns(rows, 3)):
+            totals[video_id].counts[DISTINCT[kind]] += 1
+    daily_rows = sorted(batch.daily_members)
+    if daily_rows:
+        for video_id, day, kind in conn.execute(_ADD_DAILY_MEMBERS, _columns(daily_rows, 4)):
+            daily[(video_id, day)].counts[DISTINCT[kind]] += 1
 
-    total_rows = [(video_id, *totals[video_id].values()) for video_id in sorted(totals)]
-    conn.execute(_ADD_TOTALS, _columns(total_rows, len(total_rows[0])))
-    daily_rows_out = [(*key, *daily[key].values()) for key in sorted(daily)]
-    conn.execute(_ADD_DAILY, _columns(daily_rows_out, len(daily_rows_out[0])))
+    if totals:
+        total_rows = [(video_id, *totals[video_id].values()) for video_id in sorted(totals)]
+        conn.execute(_ADD_TOTALS, _columns(total_rows, len(total_rows[0])))
+        daily_rows_out = [(*key, *daily[key].values()) for key in sorted(daily)]
+        conn.execute(_ADD_DAILY, _columns(daily_rows_out, len(daily_rows_out[0])))
+    sessions.count_refused(conn, PROCESSOR.name, refused)
+
+
+def lock_sessions(conn: psycopg.Connection[Any], firsts: list[Entry]) -> dict[str, SessionState]:
+    """Lock the sessions' rows in key order (creating missing ones bound to `firsts`); read them."""
+    ids = [e.event.session_id for e in firsts]
+    videos = [e.event.video_id for e in firsts]
+    conn.execute(_LOCK_SESSIONS, (ids, videos, [e.event.viewer_id for e in firsts]))
+    states: dict[str, SessionState] = {}
+    for row in conn.execute(_LOAD_SESSIONS, (ids,)):
+        session_id, video_id, viewer_id, lo, hi, granted, started, days = row
+        states[session_id] = SessionState(
+            Binding(video_id, viewer_id), Credit(lo, hi, granted), started, list(days or [])
+        )
+    return states
+
+
+def save_sessions(conn: psycopg.Connection[Any], items: list[tuple[str, SessionState]]) -> None:
+    rows = [
+        (
+            session_id,
+            *s.credit.columns(),
+            s.started,
+            "{" + ",".join(d.isoformat() for d in s.complete_days or []) + "}",
+        )
+        for session_id, s in items
+    ]
+    conn.execute(_SAVE_SESSIONS, _columns(rows, 6))
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -1,13 +1,16 @@
 """Processor `progress`: per-session engagement (`video_sessions`) and resume state
 (`video_watch_progress`).
 
-Every value is a function of the set of events applied, never of their arrival order:
-"latest" values keep the (ts, event_id) they came from and give way only to a later
-one; counts and sums add up; coverage is a union. `completed_at` is the earliest
-client time t at which the session's events with ts <= t complete it; placing it
-needs the played ranges in ts order, which the batch usually has at hand (events
-arriving in order). When a late event lands before that moment, or the session's
-duration changes, the ranges are read back from `progress_played`.
+A session is bound, credited and ordered by the rules of processors/sessions.py.
+Within them every value is a function of the set of events applied, never of their
+arrival order: "latest" values keep the (event time, stream order) they came from
+and give way only to a later one; counts and sums add up; coverage is a union.
+`completed_at` is the earliest client time t at which the session's events with
+ts <= t complete it; placing it needs the played ranges in ts order, which the batch
+usually has at hand (events arriving in order). When a late event lands before that
+moment, or the session's duration changes, the ranges are read back from
+`progress_played`, which keeps at most HISTORY_RANGES ranges per session: beyond,
+completed_at is no longer moved earlier by late events (see docs/processors.md).
 
 A batch locks its sessions' rows (creating missing ones), then the touched
 (viewer, video) rows, each in sorted order; the resume rows are recomputed from
@@ -17,7 +20,6 @@ each other's updates.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,13 +30,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from processors import intervals
+from processors import intervals, sessions
 from processors.base import Entry, Processor
 from processors.intervals import Range
+from processors.sessions import Binding, Credit, EventKey
 from vidpulse.agents import classify
 from vidpulse.settings import Settings
 
-EventKey = tuple[int, uuid.UUID]  # (ts, event_id): UUIDs order like their text
+# Played ranges of a session kept in progress_played to place completed_at when an
+# older event arrives late; a session past it keeps its completed_at (see apply).
+HISTORY_RANGES = 2048
+
 PairKey = tuple[str, str]  # (viewer_id, video_id)
 
 _CENT = Decimal("0.01")
@@ -46,44 +52,46 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("video_id", "text"),
     ("viewer_id", "text"),
     ("first_ts", "bigint"),
-    ("first_event", "uuid"),
     ("started_at", "timestamptz"),
     ("last_ts", "bigint"),
-    ("last_event", "uuid"),
     ("last_event_at", "timestamptz"),
+    ("span_lo", "bigint"),
+    ("span_hi", "bigint"),
+    ("granted", "float8"),
     ("course_id", "text"),
     ("course_ts", "bigint"),
-    ("course_event", "uuid"),
+    ("course_order", "numeric"),
     ("lesson_id", "text"),
     ("lesson_ts", "bigint"),
-    ("lesson_event", "uuid"),
+    ("lesson_order", "numeric"),
     ("is_preview", "boolean"),
     ("duration_s", "float8"),
     ("duration_ts", "bigint"),
-    ("duration_event", "uuid"),
+    ("duration_order", "numeric"),
     ("position_s", "float8"),
     ("position_ts", "bigint"),
-    ("position_event", "uuid"),
+    ("position_order", "numeric"),
     ("max_position_s", "float8"),
-    ("watch_seconds", "float8"),
+    ("watch_seconds", "numeric"),
     ("coverage", "float8[]"),
-    ("unique_seconds", "float8"),
+    ("unique_seconds", "numeric"),
     ("completion_pct", "numeric"),
     ("complete_ts", "bigint"),
     ("completed", "boolean"),
     ("completed_at", "timestamptz"),
+    ("history_ranges", "integer"),
     ("plays", "integer"),
     ("pauses", "integer"),
     ("seeks", "integer"),
     ("user_agent", "text"),
     ("user_agent_ts", "bigint"),
-    ("user_agent_event", "uuid"),
+    ("user_agent_order", "numeric"),
     ("device_type", "text"),
     ("browser", "text"),
     ("os", "text"),
     ("referrer", "text"),
     ("referrer_ts", "bigint"),
-    ("referrer_event", "uuid"),
+    ("referrer_order", "numeric"),
 )
 _NAMES = [name for name, _ in _COLUMNS]
 
@@ -121,17 +129,17 @@ ON CONFLICT (viewer_id, video_id) DO UPDATE SET viewer_id = excluded.viewer_id W
 """
 _AGGREGATE_PAIRS = """
 SELECT viewer_id, video_id,
-       (array_agg(position_s ORDER BY position_ts DESC, position_event DESC)
+       (array_agg(position_s ORDER BY position_ts DESC, position_order DESC)
             FILTER (WHERE position_ts IS NOT NULL))[1],
-       (array_agg(duration_s ORDER BY duration_ts DESC, duration_event DESC)
+       (array_agg(duration_s ORDER BY duration_ts DESC, duration_order DESC)
             FILTER (WHERE duration_ts IS NOT NULL))[1],
        bool_or(completed),
        min(completed_at) FILTER (WHERE completed),
        min(started_at),
        max(last_event_at),
-       (array_agg(course_id ORDER BY course_ts DESC, course_event DESC)
+       (array_agg(course_id ORDER BY course_ts DESC, course_order DESC)
             FILTER (WHERE course_ts IS NOT NULL))[1],
-       (array_agg(lesson_id ORDER BY lesson_ts DESC, lesson_event DESC)
+       (array_agg(lesson_id ORDER BY lesson_ts DESC, lesson_order DESC)
             FILTER (WHERE lesson_ts IS NOT NULL))[1]
 FROM progress_sessions
 WHERE (viewer_id, video_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
@@ -198,13 +206,14 @@ def completion_time(
 
 @dataclass
 class SessionState:
-    """What progress knows of one session; keys are the (ts, event_id) a value came from."""
+    """What progress knows of one session; keys are the (event time, stream order) a value
+    came from."""
 
     session_id: str
-    video_id: str | None = None
-    viewer_id: str | None = None
-    first_key: EventKey | None = None
-    last_key: EventKey | None = None
+    binding: Binding = field(default_factory=Binding)
+    credit: Credit = field(default_factory=Credit)
+    first_ts: int | None = None
+    last_ts: int | None = None
     course_id: str | None = None
     course_key: EventKey | None = None
     lesson_id: str | None = None
@@ -215,10 +224,11 @@ class SessionState:
     position: float | None = None
     position_key: EventKey | None = None
     max_position: float | None = None
-    watch_seconds: float = 0.0
+    watch_ms: int = 0
     coverage: list[Range] = field(default_factory=list)
     complete_ts: int | None = None
     completed_at: int | None = None
+    history_ranges: int = 0
     plays: int = 0
     pauses: int = 0
     seeks: int = 0
@@ -231,14 +241,14 @@ class SessionState:
     def from_row(cls, row: dict[str, Any]) -> SessionState:
         def key(prefix: str) -> EventKey | None:
             ts = row[f"{prefix}_ts"]
-            return None if ts is None else (ts, row[f"{prefix}_event"])
+            return None if ts is None else (ts, int(row[f"{prefix}_order"] or 0))
 
         return cls(
             session_id=row["session_id"],
-            video_id=row["video_id"],
-            viewer_id=row["viewer_id"],
-            first_key=key("first"),
-            last_key=key("last"),
+            binding=Binding(row["video_id"], row["viewer_id"]),
+            credit=Credit(row["span_lo"], row["span_hi"], row["granted"]),
+            first_ts=row["first_ts"],
+            last_ts=row["last_ts"],
             course_id=row["course_id"],
             course_key=key("course"),
             lesson_id=row["lesson_id"],
@@ -249,10 +259,11 @@ class SessionState:
             position=row["position_s"],
             position_key=key("position"),
             max_position=row["max_position_s"],
-            watch_seconds=row["watch_seconds"],
+            watch_ms=int(row["watch_seconds"] * 1000),
             coverage=intervals.unflat(row["coverage"]),
             complete_ts=row["complete_ts"],
             completed_at=_ms(row["completed_at"]),
+            history_ranges=row["history_ranges"],
             plays=row["plays"],
             pauses=row["pauses"],
             seeks=row["seeks"],
@@ -264,18 +275,21 @@ class SessionState:
 
     @property
     def pair(self) -> PairKey | None:
-        if self.viewer_id is None or self.video_id is None:
+        if self.binding.viewer_id is None or self.binding.video_id is None:
             return None
-        return (self.viewer_id, self.video_id)
+        return (self.binding.viewer_id, self.binding.video_id)
 
-    def observe(self, entry: Entry) -> list[Range]:
-        """Fold one event in (all but coverage and completion); returns its played ranges."""
+    def observe(self, entry: Entry) -> list[Range] | None:
+        """Fold one event in (all but coverage and completion); returns its granted ranges.
+
+        None when the event is refused: the session belongs to another video or viewer.
+        """
+        if not self.binding.admits(entry):
+            return None
         e = entry.event
-        key = (e.ts, e.event_id)
-        if self.first_key is None or key < self.first_key:
-            self.first_key, self.video_id, self.viewer_id = key, e.video_id, e.viewer_id
-        if self.last_key is None or key > self.last_key:
-            self.last_key = key
+        key = sessions.key(entry)
+        self.first_ts = e.ts if self.first_ts is None else min(self.first_ts, e.ts)
+        self.last_ts = e.ts if self.last_ts is None else max(self.last_ts, e.ts)
         if e.course_id is not None and _later(key, self.course_key):
             self.course_id, self.course_key = e.course_id, key
         if e.lesson_id is not None and _later(key, self.lesson_key):
@@ -283,11 +297,11 @@ class SessionState:
         self.is_preview = self.is_preview or e.is_preview
         if e.duration_s is not None and _later(key, self.duration_key):
             self.duration, self.duration_key = e.duration_s, key
-        ranges = intervals.played(e.played, e.duration_s)
+        ranges = self.credit.grant_event(entry)
         reach = [e.position_s] if e.position_s is not None else []
         if ranges:
             reach.append(ranges[-1][1])
-            self.watch_seconds += intervals.total(ranges)
+            self.watch_ms += sessions.millis(intervals.total(ranges))
         if e.position_s is not None and _later(key, self.position_key):
             self.position, self.position_key = e.position_s, key
         if reach:
@@ -308,28 +322,39 @@ class SessionState:
             self.referrer, self.referrer_key = entry.referer, key
         return ranges
 
+    @property
+    def history_full(self) -> bool:
+        """Whether progress_played misses some of the session's ranges."""
+        return self.history_ranges > HISTORY_RANGES
+
     def row(self) -> tuple[Any, ...]:
         pct = percent(intervals.total(self.coverage), self.duration)
         agent = classify(self.user_agent)
         values: dict[str, Any] = {
             "session_id": self.session_id,
-            "video_id": self.video_id,
-            "viewer_id": self.viewer_id,
-            "started_at": _at(self.first_key[0] if self.first_key else None),
-            "last_event_at": _at(self.last_key[0] if self.last_key else None),
+            "video_id": self.binding.video_id,
+            "viewer_id": self.binding.viewer_id,
+            "first_ts": self.first_ts,
+            "started_at": _at(self.first_ts),
+            "last_ts": self.last_ts,
+            "last_event_at": _at(self.last_ts),
+            "span_lo": self.credit.lo_ms,
+            "span_hi": self.credit.hi_ms,
+            "granted": self.credit.granted,
             "course_id": self.course_id,
             "lesson_id": self.lesson_id,
             "is_preview": self.is_preview,
             "duration_s": self.duration,
             "position_s": self.position,
             "max_position_s": self.max_position,
-            "watch_seconds": self.watch_seconds,
+            "watch_seconds": sessions.seconds(self.watch_ms),
             "coverage": _array_literal(intervals.flat(self.coverage)),
-            "unique_seconds": intervals.total(self.coverage),
+            "unique_seconds": sessions.seconds(sessions.millis(intervals.total(self.coverage))),
             "completion_pct": pct,
             "complete_ts": self.complete_ts,
             "completed": self.completed_at is not None,
             "completed_at": _at(self.completed_at),
+            "history_ranges": self.history_ranges,
             "plays": self.plays,
             "pauses": self.pauses,
             "seeks": self.seeks,
@@ -340,8 +365,6 @@ class SessionState:
             "referrer": self.referrer,
         }
         for prefix, key in (
-            ("first", self.first_key),
-            ("last", self.last_key),
             ("course", self.course_key),
             ("lesson", self.lesson_key),
             ("duration", self.duration_key),
@@ -349,65 +372,77 @@ class SessionState:
             ("user_agent", self.user_agent_key),
             ("referrer", self.referrer_key),
         ):
-            values[f"{prefix}_ts"], values[f"{prefix}_event"] = key or (None, None)
+            values[f"{prefix}_ts"], values[f"{prefix}_order"] = key or (None, None)
         return tuple(values[name] for name in _NAMES)
 
 
 def fold_session(
     state: SessionState, entries: list[Entry], threshold: float
-) -> tuple[list[tuple[int, list[Range]]], bool]:
+) -> tuple[list[tuple[int, list[Range]]], bool, int]:
     """Apply one session's new entries to its state.
 
-    Returns the entries' (ts, played ranges), and whether completed_at is placed: it
-    is not when placing it needs the session's earlier ranges (see place_completions).
+    Returns the admitted entries' (ts, granted ranges), whether completed_at is placed
+    (it is not when placing it needs the session's earlier ranges, see
+    place_completions), and how many entries were refused.
     """
     old_duration, old_completed_at = state.duration, state.completed_at
-    old_last_ts = state.last_key[0] if state.last_key else None
+    old_last_ts = state.last_ts
     old_coverage = state.coverage
     played: list[tuple[int, list[Range]]] = []
+    admitted: list[int] = []
     for entry in entries:
         ranges = state.observe(entry)
+        if ranges is None:
+            continue
+        admitted.append(entry.event.ts)
         if ranges:
             played.append((entry.event.ts, ranges))
-    state.coverage = intervals.union(old_coverage, (r for _, rs in played for r in rs))
+    refused = len(entries) - len(admitted)
+    if not admitted:
+        return played, True, refused
+    state.coverage = sessions.cover(old_coverage, [r for _, rs in played for r in rs])
     if state.complete_ts is None and not reached(state.coverage, state.duration, threshold):
         state.completed_at = None
-        return played, True
+        return played, True, refused
     if state.duration == old_duration:
-        first_new = min(entry.event.ts for entry in entries)
+        first_new = min(admitted)
         if old_completed_at is not None and first_new >= old_completed_at:
-            return played, True  # nothing before the moment it completed has changed
+            return played, True, refused  # nothing before the moment it completed has changed
         if old_completed_at is None and (old_last_ts is None or first_new >= old_last_ts):
             # Every new event comes at or after every old one, and those did not complete it.
             state.completed_at = completion_time(
                 old_coverage, played, state.complete_ts, state.duration, threshold
             )
-            return played, True
-    return played, False
+            return played, True, refused
+    if state.history_full:
+        # The earlier ranges are not all kept: settle for what is known without them.
+        known = [t for t in (old_completed_at, state.complete_ts) if t is not None]
+        if reached(state.coverage, state.duration, threshold):
+            known.append(max(admitted))
+        state.completed_at = min(known) if known else None
+        return played, True, refused
+    return played, False, refused
 
 
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Fold one batch into progress_sessions, progress_played and video_watch_progress."""
     threshold = settings.completion_threshold
-    by_session: defaultdict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        if not entry.is_bot:
-            by_session[entry.event.session_id].append(entry)
-    session_ids = sorted(by_session)
-    if not session_ids:
+    groups = sessions.by_session(entries)
+    session_ids = list(groups)
+    if not session_ids:  # a batch of bots' events only
         return
     states = lock_sessions(conn, session_ids)
     pairs: set[PairKey] = set()
     new_played: list[tuple[str, int, list[Range]]] = []
     unplaced: dict[str, list[tuple[int, list[Range]]]] = {}
+    refused = 0
     for session_id in session_ids:
         state = states[session_id]
-        if state.pair:
-            pairs.add(state.pair)
-        played, placed = fold_session(state, by_session[session_id], threshold)
+        played, placed, refused_here = fold_session(state, groups[session_id], threshold)
+        refused += refused_here
         if not placed:
             unplaced[session_id] = played
-        new_played.extend((session_id, ts, ranges) for ts, ranges in played)
+        new_played.extend((session_id, ts, ranges) for ts, ranges in keep(state, played))
         if state.pair:
             pairs.add(state.pair)
     if unplaced:
@@ -423,6 +458,24 @@ def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Set
             ),
         )
     update_pairs(conn, sorted(pairs))
+    sessions.count_refused(conn, PROCESSOR.name, refused)
+
+
+def keep(
+    state: SessionState, played: list[tuple[int, list[Range]]]
+) -> list[tuple[int, list[Range]]]:
+    """Of a session's new (ts, ranges), those progress_played still has room for.
+
+    Once a session's ranges do not all fit in HISTORY_RANGES, none are kept any more.
+    """
+    if state.history_full or not played:
+        return []
+    count = state.history_ranges + sum(len(ranges) for _, ranges in played)
+    if count > HISTORY_RANGES:
+        state.history_ranges = HISTORY_RANGES + 1
+        return []
+    state.history_ranges = count
+    return played
 
 
 def place_completions(
@@ -436,13 +489,14 @@ def place_completions(
     for session_id, ts, ranges in conn.execute(_LOAD_PLAYED, (list(states),)):
         history[session_id].append((ts, intervals.unflat(ranges)))
     for session_id, state in states.items():
+        played = history[session_id] + new_played[session_id]
         state.completed_at = completion_time(
-            [],
-            history[session_id] + new_played[session_id],
-            state.complete_ts,
-            state.duration,
-            threshold,
+            [], played, state.complete_ts, state.duration, threshold
         )
+        if state.completed_at is None and played:
+            # Only a coverage cut to MAX_COVERAGE_RANGES reaches the threshold where its
+            # exact ranges do not: completed, at its latest played ts.
+            state.completed_at = max(ts for ts, _ in played)
 
 
 def lock_sessions(conn: psycopg.Connection[Any], session_ids: list[str]) -> dict[str, SessionState]:

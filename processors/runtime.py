@@ -36,6 +36,7 @@ from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
+from vidpulse.telemetry import ProcessorMetrics
 
 log = structlog.get_logger("vidpulse.processor")
 
@@ -188,6 +189,8 @@ class Consumer:
         ]
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
+        self.metrics = ProcessorMetrics(processor.name)
+        self._applied = 0  # entries new to the ledger in the transaction being committed
         self._dropped: dict[str, Entry] = {}  # events of forgotten viewers, by stream id
 
     # -- the loop -----------------------------------------------------------------
@@ -321,6 +324,7 @@ class Consumer:
 
         `decoded` is `decode_all(batch)` when the caller has it already.
         """
+        started = time.perf_counter()
         self._dropped = {}
         if redelivered:
             batch = self._drop_exhausted(batch)
@@ -334,6 +338,12 @@ class Consumer:
             self.log.debug("batch_committed", batch=len(done), first_id=done[0], last_id=done[-1])
         if failures:
             self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
+        self.metrics.batch(
+            applied=self._applied,
+            skipped=len(done) - self._applied,
+            failed=len(failures),
+            seconds=time.perf_counter() - started,
+        )
         if self._dropped:
             self._erase_dropped()
 
@@ -371,6 +381,7 @@ class Consumer:
 
     def _dead_letter(self, raw: RawEntry, error: str, deliveries: int) -> None:
         self._redis_call(lambda: self.stream.dead_letter(raw, error, deliveries))
+        self.metrics.dead_lettered()
         self.log.error(
             "dead_lettered",
             stream_id=raw[0],
@@ -385,11 +396,13 @@ class Consumer:
         Returns {stream id: error} for the entries that could not be applied. Waits
         (with backoff) while the database is unreachable.
         """
+        self._applied = 0
         if not entries:
             return {}
         backoff = Backoff(self.stop)
         while True:
             conn = self._connection(backoff)
+            self._applied = 0
             try:
                 with conn.transaction():
                     self._apply(conn, entries)
@@ -401,6 +414,7 @@ class Consumer:
                 if len(entries) == 1:
                     return {entries[0].stream_id: _describe(exc)}
                 try:
+                    self._applied = 0
                     return self._commit_isolated(conn, entries)
                 except Exception as exc2:
                     if not database_down(exc2):
@@ -428,6 +442,7 @@ class Consumer:
         fresh = ledger.claim_fresh(conn, self.processor.ledger_table, entries)
         if fresh:
             self.processor.apply(conn, fresh, self.settings)
+        self._applied += len(fresh)
 
     # -- forgotten viewers (`vidpulse forget`) -------------------------------------
 

@@ -118,9 +118,9 @@ def _session(video: str, viewer: str, session: str) -> list[dict[str, Any]]:
     return [
         make_event("session_start", ts=T0, **common),
         make_event("play", ts=T0 + 1, **common),
-        make_event("progress", ts=T0 + 2, position_s=30.0, played=[[0, 30]], **common),
-        make_event("milestone", ts=T0 + 3, milestone=25, **common),
-        make_event("complete", ts=T0 + 4, position_s=100.0, played=[[30, 100]], **common),
+        make_event("progress", ts=T0 + 30_000, position_s=30.0, played=[[0, 30]], **common),
+        make_event("milestone", ts=T0 + 31_000, milestone=25, **common),
+        make_event("complete", ts=T0 + 100_000, position_s=100.0, played=[[30, 100]], **common),
     ]
 
 

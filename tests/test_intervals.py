@@ -113,3 +113,30 @@ def test_played_clips_then_merges_one_events_ranges() -> None:
 def test_total_of_nothing_is_a_float() -> None:
     """An empty coverage measures 0.0, so batches of mixed sessions dump as one float8 array."""
     assert isinstance(intervals.total([]), float)
+
+
+@given(ranges(), st.integers(min_value=0, max_value=80 * GRID).map(lambda n: n / GRID))
+def test_take_keeps_the_first_seconds_in_media_order(rs: list[Range], seconds: float) -> None:
+    """take gives min(seconds, total) seconds, all before any second it leaves out."""
+    merged = intervals.merge(rs)
+    taken = intervals.take(merged, seconds)
+    assert intervals.total(taken) == min(seconds, intervals.total(merged))
+    kept = cells(taken)
+    assert kept <= cells(merged)
+    if kept:
+        assert all(c > max(kept) for c in cells(merged) - kept)
+
+
+@given(ranges(max_size=30), st.integers(min_value=1, max_value=6))
+def test_coarsen_caps_the_ranges_and_only_fills_gaps(rs: list[Range], limit: int) -> None:
+    """coarsen leaves at most `limit` ranges, covering everything covered before, and
+    changes nothing when there are `limit` or fewer."""
+    merged = intervals.merge(rs)
+    coarse = intervals.coarsen(merged, limit)
+    assert len(coarse) <= limit
+    assert cells(merged) <= cells(coarse)
+    assert coarse == intervals.merge(coarse)
+    if len(merged) <= limit:
+        assert coarse == merged
+    else:
+        assert (coarse[0][0], coarse[-1][1]) == (merged[0][0], merged[-1][1])

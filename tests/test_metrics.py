@@ -111,7 +111,9 @@ def test_analyst_views_summarise_and_rank_videos(
     for i, (video, watched) in enumerate([("a", 100), ("a", 40), ("b", 60), ("c", 10), ("c", 10)]):
         s = f"s{i}"
         events += [
-            make_event("session_start", video_id=video, session_id=s, viewer_id=s, ts=T0 + i),
+            make_event(
+                "session_start", video_id=video, session_id=s, viewer_id=s, ts=T0 - 60_000 + i
+            ),
             make_event(
                 "progress",
                 video_id=video,

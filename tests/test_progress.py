@@ -80,6 +80,7 @@ def test_completed_at_is_the_moment_coverage_reached_the_threshold_in_any_arriva
     ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
 ) -> None:
     """Coverage reaches 90% with the event at T0+2s; applied newest first, that stays the moment."""
+    send(ingest, make_event("session_start", session_id="s", ts=T0 - 60_000))
     events = [
         played("s", T0, 0, 50),
         played("s", T0 + 2000, 50, 92),
@@ -135,11 +136,16 @@ def test_completion_is_sticky_across_a_viewers_sessions(
     ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
 ) -> None:
     """A later session that watches little leaves the viewer's video completed."""
-    send(ingest, played("s1", T0, 0, 95))
+    send(
+        ingest,
+        make_event("session_start", session_id="s1", ts=T0 - 60_000),
+        played("s1", T0, 0, 95),
+    )
     send(ingest, played("s2", T0 + 60_000, 0, 10))
     run_burst(settings, "progress")
     row = resume(db)
     assert (row["completed"], row["completed_at"], row["position_s"]) == (True, at(T0), 10.0)
+    assert row["first_watched_at"] == at(T0 - 60_000)
     assert session(db, "s2")["completed"] is False
 
 

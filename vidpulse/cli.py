@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import psycopg
@@ -68,19 +69,22 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from ingest.server import uvicorn_options
+    from vidpulse.telemetry import multiprocess_dir
 
     print(
         f"vidpulse ingest listening on http://{args.host}:{args.port} (POST /v1/events)", flush=True
     )
-    uvicorn.run(
-        "ingest.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        **uvicorn_options(settings),
-    )
+    # Several workers write their metrics to files that any worker's /metrics sums up.
+    with multiprocess_dir(args.workers):
+        uvicorn.run(
+            "ingest.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+            **uvicorn_options(settings),
+        )
     return 0
 
 
@@ -104,10 +108,34 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         exit_if_behind=args.exit_if_behind,
     )
     try:
-        consumer.run()
+        with _metrics_server(settings, processor.name, args.metrics_port, args.metrics_port_tries):
+            consumer.run()
     except SchemaBehind as exc:
         raise CommandError(str(exc)) from None
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: Settings, name: str, port: int | None, tries: int) -> Iterator[None]:
+    """Serve the process's metrics on `port` (else VIDPULSE_METRICS_PORT; 0 = off)."""
+    from vidpulse.telemetry import serve_metrics
+
+    port = settings.metrics_port if port is None else port
+    if not port:
+        yield
+        return
+    try:
+        server = serve_metrics(settings, port=port, host=settings.metrics_host, tries=tries)
+    except OSError as exc:
+        where = f"{port}" if tries == 1 else f"{port}-{port + tries - 1}"
+        raise CommandError(
+            f"cannot serve metrics on {settings.metrics_host}:{where}: {exc.strerror or exc}"
+        ) from None
+    print(f"metrics: {name} {server.url}", flush=True)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,7 +144,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         check_port_free(args.host, args.port)
         cmd_migrate(settings, args)
-        return run_pipeline(host=args.host, port=args.port)
+        return run_pipeline(
+            host=args.host,
+            port=args.port,
+            metrics_port=args.metrics_port,
+            metrics_host=settings.metrics_host,
+        )
     except PipelineFailed as exc:
         raise CommandError(str(exc)) from None
 
@@ -265,6 +298,13 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidpulse", description="Video-engagement analytics pipeline."
@@ -291,11 +331,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 when the database lacks a migration, rather than wait for it",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on this port (default VIDPULSE_METRICS_PORT; 0 = off)",
+    )
+    p.add_argument(
+        "--metrics-port-tries",
+        type=_positive(int),
+        default=1,
+        help="when the metrics port is taken, try the next ones: this many ports in all",
+    )
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("run", help="migrate, then ingest and every processor, until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9101,
+        help="first port for the processors' metrics, the next free ones after it (0 = off)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="per consumer group: consumers, pending, lag, dead letters")

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         730, ge=1, description="video_events partitions wholly older than this are dropped"
     )
 
+    # metrics: a processor's Prometheus port (0 = off) and the address it listens on
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", min_length=1)
+
     # logging: "auto" is JSON unless stderr is a terminal
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")

@@ -24,6 +24,7 @@ _MAX_RESTART_DELAY_S = 30.0
 # many such failures in a row the pipeline gives up rather than restart it forever.
 _QUICK_EXIT_S = 10.0
 _GIVE_UP_AFTER = 5
+_METRICS_PORT_TRIES = 100
 
 
 class PipelineFailed(Exception):
@@ -65,6 +66,21 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def free_ports(first: int, count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` ports from `first` upwards that nothing listens on now (none if first is 0)."""
+    ports: list[int] = []
+    candidate = first
+    while first and len(ports) < count and candidate <= 65535:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, candidate))
+                ports.append(candidate)
+            except OSError:
+                pass
+        candidate += 1
+    return ports
+
+
 def consumer_name(processor: str) -> str:
     """The consumer name of a processor child: unique per host and `vidpulse run`.
 
@@ -74,14 +90,22 @@ def consumer_name(processor: str) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{processor}"
 
 
-def run_pipeline(*, host: str, port: int) -> int:
+def run_pipeline(
+    *, host: str, port: int, metrics_port: int = 0, metrics_host: str = "127.0.0.1"
+) -> int:
     """Run until SIGINT/SIGTERM; restart a child that dies; stop all children cleanly.
 
-    Raises PipelineFailed when a child keeps failing at start.
+    With `metrics_port`, each processor serves its metrics on the next free port from
+    it. Raises PipelineFailed when a child keeps failing at start.
     """
     children = {"ingest": _command("ingest", "--host", host, "--port", str(port))}
+    ports = free_ports(metrics_port, len(PROCESSORS), metrics_host)
+    metrics_ports = dict(zip(PROCESSORS, ports, strict=False))
     for processor in PROCESSORS:
         children[processor] = _command("process", processor, "--consumer", consumer_name(processor))
+        # Another run starting at the same moment may take a port first: the next will do.
+        children[processor] += ["--metrics-port", str(metrics_ports.get(processor, 0))]
+        children[processor] += ["--metrics-port-tries", str(_METRICS_PORT_TRIES)]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -93,6 +117,8 @@ def run_pipeline(*, host: str, port: int) -> int:
         f"tracker at http://{host}:{port}/v1/tracker.js. Ctrl-C stops everything.",
         flush=True,
     )
+    # Each processor prints its own "metrics: NAME URL" line once it serves them.
+    print(f"metrics: ingest http://{host}:{port}/metrics", flush=True)
     return supervise(children, stop)
 
 

@@ -270,7 +270,7 @@ def test_leaving_mid_video_delivers_the_played_ranges_and_session_end_by_beacon(
     ).fetchone()
     assert row is not None
     assert row[0] == end["position_s"]
-    assert abs(row[1] - length(covered)) <= 0.01
+    assert abs(float(row[1]) - length(covered)) <= 0.01
     assert row[2] is False
 
 
@@ -325,7 +325,7 @@ def test_seeking_over_a_region_does_not_count_it_as_watched(
     row = db.execute("SELECT seeks, unique_seconds FROM video_sessions").fetchone()
     assert row is not None
     assert row[0] == 1
-    assert abs(row[1] - length(covered)) <= 0.01
+    assert abs(float(row[1]) - length(covered)) <= 0.01
 
 
 def test_a_visit_while_the_ingest_is_down_is_delivered_on_a_later_page_load(
