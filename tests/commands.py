@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import SecretStr
+
 from vidpulse.settings import Settings
 
 VIDPULSE = str(Path(sys.executable).with_name("vidpulse"))
@@ -23,6 +25,8 @@ def settings_env(settings: Settings | None = None, **extra: str) -> dict[str, st
     }
     if settings is not None:
         for name, value in settings.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             env[_ALIASES.get(name, f"VIDPULSE_{name.upper()}")] = str(value)
     env.update(extra)
     return env

@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from ingest.app import create_app
+from ingest.server import uvicorn_options
 from vidpulse.settings import Settings
 
 HOST = "127.0.0.1"
@@ -123,8 +124,8 @@ class LiveIngest:
             ws="none",
             lifespan="on",
             log_level="warning",
-            access_log=False,
             timeout_graceful_shutdown=2,
+            **uvicorn_options(self.settings),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
