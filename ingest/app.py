@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -22,8 +23,9 @@ from starlette.types import Receive, Scope, Send
 
 from ingest.appender import Appender, Backpressure, Batch, Item
 from ingest.cors import LeanCORSMiddleware
+from ingest.deadlines import BodyDeadlines
 from ingest.fastpath import vouch
-from vidpulse.events import FieldError, InvalidEvent, now_ms, parse_event
+from vidpulse.events import EdgeRules, FieldError, InvalidEvent, now_ms, parse_event
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 from vidpulse.telemetry import (
@@ -60,13 +62,26 @@ def error_response(exc: RequestError, headers: dict[str, str] | None = None) -> 
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than `limit` bytes without reading it all."""
-    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+# Sent with answers given before the body was read to its end (408, 413): the rest of
+# it would otherwise be taken for the next request on the connection.
+CLOSE = {"Connection": "close"}
 
 
-async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """The body from the ASGI `receive`, refusing (413) more than `limit` bytes.
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The request body within the settings' size and time limits (else 413, 408)."""
+    return await receive_body(
+        request.receive,
+        request.headers.get("content-length"),
+        settings.max_body_bytes,
+        request.state.deadlines,
+    )
+
+
+async def receive_body(
+    receive: Receive, declared: str | None, limit: int, deadlines: BodyDeadlines
+) -> bytes:
+    """The body from the ASGI `receive`, refusing more than `limit` bytes (413) and a
+    body that has not all arrived in the time `deadlines` allow (408).
 
     `declared` is the Content-Length header, if any: a body declared too large is
     refused before any of it is read. Raises ClientDisconnect if the client goes.
@@ -75,18 +90,30 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> by
         raise RequestError(413, f"body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    task = deadlines.watch()
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, f"body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except asyncio.CancelledError:
+        if deadlines.overdue(task):
+            raise RequestError(
+                408,
+                f"the body did not arrive within {deadlines.seconds:g} s; "
+                "send it whole and promptly",
+            ) from None
+        raise
+    finally:
+        deadlines.unwatch(task)
 
 
 def check_content_type(request: Request) -> None:
@@ -99,8 +126,38 @@ def check_mime(content_type: str) -> None:
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime not in ("", "application/json", "text/plain"):
         raise RequestError(
-            415, f"content type {mime!r} is not accepted; send application/json or text/plain"
+            415,
+            f"content type {mime!r} is not accepted: the body is JSON, so send "
+            "Content-Type: application/json (or text/plain, as navigator.sendBeacon does)",
         )
+
+
+def header_text(value: bytes, limit: int) -> str:
+    """A header's bytes as text: UTF-8 (browsers send it so), invalid bytes replaced."""
+    return value[: limit * 4].decode("utf-8", errors="replace")[:limit]
+
+
+def page_address(referer: bytes) -> str:
+    """The Referer as kept: its query string and fragment cut (they carry tokens, emails)."""
+    text = header_text(referer, _MAX_REFERER * 4)
+    return text.split("#", 1)[0].split("?", 1)[0][:_MAX_REFERER]
+
+
+def request_context(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """The (User-Agent, Referer) kept with each entry: all the stream keeps of a request."""
+    user_agent = referer = ""
+    for name, value in headers:
+        if name == b"user-agent":
+            user_agent = header_text(value, _MAX_USER_AGENT)
+        elif name == b"referer":
+            referer = page_address(value)
+    return user_agent, referer
+
+
+def edge_rules(settings: Settings) -> EdgeRules:
+    """The contract rules of this deployment that only the ingest applies."""
+    key = settings.viewer_signing_key.get_secret_value().encode() or None
+    return EdgeRules(max_duration_s=settings.max_duration_seconds, viewer_key=key)
 
 
 def event_list(body: bytes, limit: int) -> list[Any]:
@@ -137,25 +194,26 @@ class EventsEndpoint:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.stream)
+        self.rules = edge_rules(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = user_agent = referer = ""
+        content_type = ""
         declared: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value.decode("latin-1")
-            elif name == b"user-agent":
-                user_agent = value.decode("latin-1")[:_MAX_USER_AGENT]
-            elif name == b"referer":
-                referer = value.decode("latin-1")[:_MAX_REFERER]
+        user_agent, referer = request_context(scope["headers"])
+        settings = self.settings
         try:
             check_mime(content_type)
-            body = await receive_body(receive, declared, self.settings.max_body_bytes)
-            raw_events = event_list(body, self.settings.max_events_per_request)
+            body = await receive_body(
+                receive, declared, settings.max_body_bytes, scope["state"]["deadlines"]
+            )
+            raw_events = event_list(body, settings.max_events_per_request)
         except RequestError as exc:
-            await send_json(send, exc.status, exc.body)
+            await send_json(send, exc.status, exc.body, CLOSE if exc.status in (408, 413) else None)
             return
         except ClientDisconnect:
             await send_json(send, 400, None)
@@ -165,15 +223,16 @@ class EventsEndpoint:
         events: list[tuple[bytes, bytes]] = []
         rejected: list[dict[str, Any]] = []
         milestone_dedupe = self.keys.milestone_dedupe
+        rules = self.rules
         for index, raw in enumerate(raw_events):
             # The fast path vouches for plainly valid events; the model decides the rest.
-            vouched = vouch(raw, received_at)
+            vouched = vouch(raw, received_at, rules)
             if vouched is not None:
                 event_json, fields = vouched
                 milestone = fields.get("milestone")
             else:
                 try:
-                    event = parse_event(raw, now_ms=received_at)
+                    event = parse_event(raw, now_ms=received_at, rules=rules)
                 except InvalidEvent as exc:
                     rejected.append(rejected_entry(index, exc.errors))
                     continue
@@ -305,16 +364,25 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
             max_backlog=settings.max_stream_length,
             dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
         )
+        deadlines = BodyDeadlines(settings.body_timeout_seconds)
         try:
-            yield {"redis": client, "appender": appender, "settings": settings}
+            yield {
+                "redis": client,
+                "appender": appender,
+                "settings": settings,
+                "deadlines": deadlines,
+            }
         finally:
+            deadlines.close()
             await appender.close()
             await client.aclose()
 
     from ingest.legacy import legacy_routes  # it builds on this module's helpers
+    from ingest.openapi import openapi_route
 
     routes = [
         Route("/v1/events", EventsEndpoint(settings), methods=["POST"]),
+        openapi_route(settings),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/tracker.js", tracker_js, methods=["GET"]),
@@ -334,6 +402,11 @@ def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -
             max_age=86400,
         ),
     ]
+    if settings.rate_limit:
+        from ingest.ratelimit import RateLimitMiddleware
+
+        # Inside CORS: a browser can read the 429 of an allowed origin.
+        middleware.append(Middleware(RateLimitMiddleware, settings=settings))
     return Starlette(
         routes=routes,
         middleware=middleware,

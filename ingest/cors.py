@@ -5,12 +5,19 @@ probes carry no Origin header; for those Starlette's CORSMiddleware only adds
 `Vary: Origin` to the response, yet builds header objects and wraps `send` on every
 request. This does the same for them more cheaply and hands every request that does
 carry an Origin (and every non-HTTP scope) to Starlette's middleware unchanged.
+
+CORS alone only keeps a page of another origin from reading the answer; its beacon
+would still be counted. So a POST whose Origin is not allowed is refused here, with a
+403, before its body is read (sendBeacon's text/plain posts carry an Origin too). A
+request without an Origin (a server-side integration) is not a browser's cross-origin
+request and is let through.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +30,15 @@ class LeanCORSMiddleware:
         self.cors = CORSMiddleware(app, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+        if scope["type"] != "http":
+            await self.cors(scope, receive, send)
+            return
+        origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
+        if origin is not None:
+            text = origin.decode("latin-1")
+            if scope["method"] == "POST" and not self.cors.is_allowed_origin(text):
+                await self._refuse(text, send)
+                return
             await self.cors(scope, receive, send)
             return
 
@@ -38,3 +53,15 @@ class LeanCORSMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_varying_on_origin)
+
+    async def _refuse(self, origin: str, send: Send) -> None:
+        error = f"origin {origin[:200]!r} may not post here (VIDPULSE_CORS_ORIGINS)"
+        body = orjson.dumps({"error": error})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"vary", b"Origin"),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,7 @@
 
 - `POST /analytics` takes the watched-50% seed's `{"videoId", "event", "ts", "userId"}`
   and appends one `milestone` 50 event, deduplicated per video and user with the
-  seed's key `{stream}:dedupe:video:{videoId}:user:{userId}:watched50`.
+  seed's key `{stream}:dedupe:video:{videoId}:user:{userId}:watched50` (ids encoded).
 - `POST /api/analytics/video-view`, `video-progress` and `video-complete` take the T190
   guide's bodies and append `session_start`, `progress` (plus `play`, `pause`, `seek`
   for the rise of the client's cumulative counts) and `complete`. Only video-view names
@@ -17,6 +17,7 @@ docs/tracker.md ("Seed-compatible routes") describes the mapping for integrators
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,15 +32,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.app import (
+    CLOSE,
     JSONResponse,
     RequestError,
     append_and_answer,
     check_content_type,
+    edge_rules,
     error_response,
     read_body,
+    request_context,
 )
 from ingest.appender import Item
-from vidpulse.events import TS_WINDOW_MESSAGE, Event, FieldError, InvalidEvent, now_ms, parse_event
+from vidpulse.events import (
+    TS_WINDOW_MESSAGE,
+    EdgeRules,
+    Event,
+    FieldError,
+    InvalidEvent,
+    ViewerSig,
+    now_ms,
+    parse_event,
+)
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 
@@ -69,9 +82,6 @@ COUNTS = {"play_count": "play", "pause_count": "pause", "seek_count": "seek"}
 # uuid5 namespace of every event id these routes make.
 NAMESPACE = uuid.UUID("5d0c9d55-3c52-5b8e-9a55-7a6f3e1c2b90")
 
-_MAX_USER_AGENT = 512
-_MAX_REFERER = 2048
-
 Ident = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
@@ -90,6 +100,8 @@ class Watched50(BaseModel):
     userId: Ident
     event: str
     ts: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    # hex HMAC-SHA256(key, userId) when the ingest has a viewer signing key
+    userSig: ViewerSig | None = None
 
 
 class VideoView(BaseModel):
@@ -101,6 +113,8 @@ class VideoView(BaseModel):
     video_id: Ident
     video_duration_seconds: Duration
     user_id: Ident | None = None
+    # hex HMAC-SHA256(key, user_id) when the ingest has a viewer signing key
+    user_sig: ViewerSig | None = None
     course_id: Text | None = None
     lesson_id: Text | None = None
     is_preview: bool = False
@@ -159,7 +173,7 @@ async def read_object(
     Its `ignored` fields are dropped unseen.
     """
     check_content_type(request)
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -187,10 +201,12 @@ def validate(model: type[Model], data: dict[str, Any], what: str) -> Model:
         raise invalid(errors, what) from None
 
 
-def canonical(fields: dict[str, Any], now: int, names: dict[str, str], what: str) -> Event:
+def canonical(
+    fields: dict[str, Any], now: int, rules: EdgeRules, names: dict[str, str], what: str
+) -> Event:
     """`fields` as a contract event; contract errors are reported under the legacy names."""
     try:
-        return parse_event(fields, now_ms=now)
+        return parse_event(fields, now_ms=now, rules=rules)
     except InvalidEvent as exc:
         errors = [
             FieldError(names.get(e.field, e.field), _rename(e.message, names)) for e in exc.errors
@@ -201,14 +217,6 @@ def canonical(fields: dict[str, Any], now: int, names: dict[str, str], what: str
 def _rename(message: str, names: dict[str, str]) -> str:
     """A contract message in the words of the legacy body ("duration_s" -> its name there)."""
     return re.sub(r"\b[a-z_]+_s\b", lambda m: names.get(m[0], m[0]), message)
-
-
-def request_context(request: Request) -> tuple[str, str]:
-    """The User-Agent and Referer kept with each entry, as POST /v1/events keeps them."""
-    headers = request.headers
-    return headers.get("user-agent", "")[:_MAX_USER_AGENT], headers.get("referer", "")[
-        :_MAX_REFERER
-    ]
 
 
 def unavailable(exc: Exception, settings: Settings) -> Response:
@@ -229,7 +237,7 @@ def handler(
         try:
             return await fn(request)
         except RequestError as exc:
-            return error_response(exc)
+            return error_response(exc, CLOSE if exc.status in (408, 413) else None)
         except ClientDisconnect:
             return Response(status_code=400)
         except (RedisError, OSError) as exc:
@@ -240,7 +248,7 @@ def handler(
 
 # -- the watched-50% seed ---------------------------------------------------------------
 
-_SEED_NAMES = {"video_id": "videoId", "viewer_id": "userId"}
+_SEED_NAMES = {"video_id": "videoId", "viewer_id": "userId", "viewer_sig": "userSig"}
 _SEED_WHAT = f"{SEED_EVENT} event"
 
 
@@ -250,6 +258,7 @@ class SeedEndpoint:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.stream)
+        self.rules = edge_rules(settings)
 
     async def post(self, request: Request) -> Response:
         data = await read_object(request, self.settings)
@@ -275,8 +284,10 @@ class SeedEndpoint:
             # The seed has no session; one per video and user, like its dedupe.
             "session_id": f"watched50-{milestone_id}",
         }
+        if body.userSig is not None:
+            fields["viewer_sig"] = body.userSig
         try:
-            event = parse_event(fields, now_ms=received_at)
+            event = parse_event(fields, now_ms=received_at, rules=self.rules)
         except InvalidEvent as exc:
             errors = [
                 FieldError("ts", SEED_TS_MESSAGE)
@@ -286,7 +297,7 @@ class SeedEndpoint:
             ]
             raise invalid(errors, _SEED_WHAT) from None
         dedupe = self.keys.seed_watched50_dedupe(body.videoId, body.userId)
-        user_agent, referer = request_context(request)
+        user_agent, referer = request_context(request.scope["headers"])
         item = Item(event.stream_json(), received_at, user_agent, referer, dedupe)
         return await append_and_answer(request, [item], [])
 
@@ -297,6 +308,7 @@ _T190_NAMES = {
     "position_s": "current_position_seconds",
     "duration_s": "video_duration_seconds",
     "viewer_id": "user_id",
+    "viewer_sig": "user_sig",
 }
 
 
@@ -338,6 +350,9 @@ class T190Endpoints:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.stream)
+        self.rules = edge_rules(settings)
+        # A report's viewer is the one its video-view named, whose signature was checked.
+        self.report_rules = dataclasses.replace(self.rules, viewer_key=None)
 
     async def view(self, request: Request) -> Response:
         body = await self.body(request, VideoView, "video-view body")
@@ -359,6 +374,7 @@ class T190Endpoints:
             context["course_id"] = body.course_id
         if body.lesson_id is not None:
             context["lesson_id"] = body.lesson_id
+        signature = {} if body.user_sig is None else {"viewer_sig": body.user_sig}
         start = canonical(
             {
                 "event_id": event_id("t190", body.session_id, "session_start"),
@@ -370,8 +386,10 @@ class T190Endpoints:
                 "position_s": position,
                 "duration_s": body.video_duration_seconds,
                 **context,
+                **signature,
             },
             received_at,
+            self.rules,
             _T190_NAMES,
             "video-view body",
         )
@@ -470,7 +488,7 @@ class T190Endpoints:
                     "duration_s": duration,
                 }
             )
-        events = [canonical(e, received_at, _T190_NAMES, what) for e in raw]
+        events = [canonical(e, received_at, self.report_rules, _T190_NAMES, what) for e in raw]
         response = await append_and_answer(
             request, [self.item(request, e, received_at) for e in events], []
         )
@@ -498,7 +516,7 @@ class T190Endpoints:
 
     @staticmethod
     def item(request: Request, event: Event, received_at: int) -> Item:
-        user_agent, referer = request_context(request)
+        user_agent, referer = request_context(request.scope["headers"])
         return Item(event.stream_json(), received_at, user_agent, referer)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import SecretStr
+
 from vidpulse.settings import Settings
 
 VIDPULSE = str(Path(sys.executable).with_name("vidpulse"))
@@ -25,6 +27,8 @@ def settings_env(settings: Settings | None = None, **extra: str) -> dict[str, st
     }
     if settings is not None:
         for name, value in settings.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             env[_ALIASES.get(name, f"VIDPULSE_{name.upper()}")] = str(value)
     env.update(extra)
     return env

@@ -9,10 +9,12 @@ import orjson
 import pytest
 
 from tests.factories import make_event
+from vidpulse import viewers
 from vidpulse.events import (
     EVENT_TYPES,
     MAX_FUTURE_MS,
     MAX_PAST_MS,
+    EdgeRules,
     Event,
     FieldError,
     InvalidEvent,
@@ -50,12 +52,52 @@ def test_each_event_type_with_its_required_fields_is_accepted(event_type: str) -
     assert str(parsed.event_id) == data["event_id"]
 
 
-def test_missing_event_id_is_generated() -> None:
-    """An event without event_id gets a fresh UUID; two such events get different ones."""
+def test_missing_event_id_is_derived_from_the_content() -> None:
+    """Without event_id: the same content (a retry) gets the same id, other content another."""
     first = parse_event(event(event_id=None), now_ms=NOW)
-    second = parse_event(event(event_id=None), now_ms=NOW)
+    retry = parse_event(event(event_id=None), now_ms=NOW)
+    other = parse_event(event(event_id=None, position_s=1.0), now_ms=NOW)
     assert isinstance(first.event_id, uuid.UUID)
-    assert first.event_id != second.event_id
+    assert first.event_id.version == 5
+    assert first.event_id == retry.event_id
+    assert first.event_id != other.event_id
+    # An integer and its float are the same content once validated; the signature is not.
+    assert parse_event(event(event_id=None, position_s=0), now_ms=NOW).event_id == first.event_id
+
+
+def test_numbers_over_the_deployments_maximum_are_refused_not_capped() -> None:
+    """duration_s over the maximum, positions and seek ends over it + 1: each named, refused."""
+    rules = EdgeRules()
+    cases = {
+        "duration_s": event("progress", duration_s=172800.0, played=[[0, 172801]]),
+        "position_s": event("play", position_s=43201.5),
+        "to_s": event("seek", from_s=0.0, to_s=43201.5),
+    }
+    for field, data in cases.items():
+        with pytest.raises(InvalidEvent) as caught:
+            parse_event(data, now_ms=NOW, rules=rules)
+        assert field in {e.field for e in caught.value.errors}
+    with pytest.raises(InvalidEvent):
+        parse_event(event("progress", duration_s=1e308), now_ms=NOW, rules=rules)
+    at_edge = event("progress", duration_s=43200.0, position_s=43201.0, played=[[0, 43201]])
+    assert parse_event(at_edge, now_ms=NOW, rules=rules).duration_s == 43200.0
+    # Processors re-reading the stream apply no deployment bounds.
+    assert parse_event(cases["duration_s"]).duration_s == 172800.0
+
+
+def test_signed_viewers_need_a_matching_signature_and_anonymous_ones_none() -> None:
+    """With a key: a named viewer without or with a wrong viewer_sig is refused; anon- is not."""
+    rules = EdgeRules(viewer_key=b"k")
+    good = viewers.sign(b"k", "viewer-1")
+    assert parse_event(event(viewer_sig=good), now_ms=NOW, rules=rules).viewer_id == "viewer-1"
+    assert parse_event(event(viewer_sig=good.upper()), now_ms=NOW, rules=rules)
+    assert parse_event(event(viewer_id="anon-7"), now_ms=NOW, rules=rules)
+    for data in (event(), event(viewer_sig=viewers.sign(b"k", "viewer-2")), event(viewer_sig="x")):
+        with pytest.raises(InvalidEvent) as caught:
+            parse_event(data, now_ms=NOW, rules=rules)
+        assert [e.field for e in caught.value.errors] == ["viewer_sig"]
+    stored = parse_event(event(viewer_sig=good), now_ms=NOW, rules=rules).stream_json()
+    assert b"viewer_sig" not in stored
 
 
 def test_event_id_spellings_of_one_uuid_are_one_id() -> None:

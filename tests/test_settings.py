@@ -71,6 +71,10 @@ def test_unrelated_variables_are_ignored() -> None:
         ("VIDPULSE_CLAIM_IDLE_MS", "soon"),
         ("VIDPULSE_STREAM", ""),
         ("VIDPULSE_LOG_FORMAT", "xml"),
+        ("VIDPULSE_RATE_LIMIT", "lots"),
+        ("VIDPULSE_MAX_DURATION_SECONDS", "inf"),
+        ("VIDPULSE_BODY_TIMEOUT_SECONDS", "0"),
+        ("VIDPULSE_TRUSTED_PROXY_HOPS", "-1"),
     ],
 )
 def test_bad_value_is_a_one_line_config_error_naming_the_variable(name: str, value: str) -> None:

@@ -69,6 +69,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ingest.server import uvicorn_options
     from vidpulse.telemetry import multiprocess_dir
 
     print(
@@ -83,8 +84,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level="warning",
-            access_log=False,
-            proxy_headers=True,
+            **uvicorn_options(settings),
         )
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 PROCESSOR_NAMES = ("raw", "heatmap", "progress", "metrics")
 MILESTONES = (25, 50, 75, 90)
@@ -20,11 +21,21 @@ class Keys:
         return f"{self.stream}:dlq"
 
     def milestone_dedupe(self, video_id: str, viewer_id: str, milestone: int) -> str:
-        return f"{self.stream}:dedupe:{video_id}:{viewer_id}:m{milestone}"
+        return f"{self.stream}:dedupe:{key_part(video_id)}:{key_part(viewer_id)}:m{milestone}"
 
     def seed_watched50_dedupe(self, video_id: str, user_id: str) -> str:
-        """The key format of the watched_50_percent seed route."""
-        return f"{self.stream}:dedupe:video:{video_id}:user:{user_id}:watched50"
+        """The key format of the watched_50_percent seed route (ids encoded)."""
+        return f"{self.stream}:dedupe:video:{key_part(video_id)}:user:{key_part(user_id)}:watched50"
+
+    @property
+    def rate_limit_prefix(self) -> str:
+        """Prefix of the per-client rate-limit counters (hashed addresses follow it)."""
+        return f"{self.stream}:ratelimit"
+
+    @property
+    def rate_limit_salt(self) -> str:
+        """The deployment's random salt of the client-address hashes of the rate limit."""
+        return f"{self.stream}:ratelimit:salt"
 
     def legacy_session(self, session_id: str) -> str:
         """What the T190-compatible routes remember of a session (video, viewer, duration)."""
@@ -57,6 +68,16 @@ class Keys:
     def group(processor: str) -> str:
         """Consumer-group name of a processor."""
         return processor
+
+
+def key_part(ident: str) -> str:
+    """An id as one segment of a key: percent-encoded, so it holds no ':' (nor '%' bare).
+
+    Ids may contain ':', the key separator; encoded, no two different id tuples give
+    one key (video `a:b` with viewer `c` and video `a` with viewer `b:c` stay apart).
+    Ids without ':' or '%' are unchanged.
+    """
+    return quote(ident, safe="")
 
 
 def text(value: Any) -> str:

@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_TOKEN_LENGTH = 24
@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     cors_origins: str = Field("*", description="comma-separated origins, or *")
     legacy_session_ttl_seconds: int = Field(86400, gt=0)
     retry_after_seconds: int = Field(5, gt=0)
+
+    # ingest edge: bounds, origins, signed viewers, rate limit, connection limits
+    # (docs/security.md)
+    max_duration_seconds: float = Field(43200, gt=0, allow_inf_nan=False)
+    viewer_signing_key: SecretStr = Field(
+        SecretStr(""), description="HMAC key of signed viewer ids; empty: off"
+    )
+    rate_limit: str = Field("", description="per client address, e.g. 600/minute; empty: off")
+    trusted_proxy_hops: int = Field(0, ge=0, le=16)
+    body_timeout_seconds: float = Field(10.0, gt=0, allow_inf_nan=False)
+    ingest_limit_concurrency: int = Field(1000, gt=0)
+    ingest_keep_alive_seconds: int = Field(5, gt=0)
+    ingest_max_header_bytes: int = Field(16 * 1024, ge=1024)
+    ingest_backlog: int = Field(2048, gt=0)
 
     # processors
     batch_size: int = Field(1000, gt=0)
@@ -125,6 +139,20 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a rate limit; write e.g. 600/minute or 10/second"
+                ) from None
+        return value.strip()
 
 
 def _env_name(field: str) -> str:

@@ -145,7 +145,8 @@
   function anonymousViewer() {
     if (!anonymousId) {
       const stored = store.get(VIEWER_KEY);
-      anonymousId = stored && ID_RE.test(stored) ? stored : "anon-" + uuid();
+      // Anonymous ids start with anon-: the ingest asks no signature for them.
+      anonymousId = stored && ID_RE.test(stored) && stored.startsWith("anon-") ? stored : "anon-" + uuid();
       if (anonymousId !== stored) store.set(VIEWER_KEY, anonymousId);
     }
     return anonymousId;
@@ -183,7 +184,8 @@
     const o = options || {};
     const data = (name) => video.getAttribute("data-vidpulse-" + name);
     const videoId = pick(o.videoId, data("video-id"));
-    const viewerId = pick(o.viewerId, data("viewer-id")) || anonymousViewer();
+    const namedViewer = pick(o.viewerId, data("viewer-id"));
+    const viewerId = namedViewer || anonymousViewer();
     if (!videoId || !ID_RE.test(videoId) || !ID_RE.test(viewerId)) {
       warn(`not tracking: ids must be 1-128 chars of [A-Za-z0-9._:-], got video ${videoId}, viewer ${viewerId}`);
       return noop;
@@ -194,6 +196,9 @@
     if (course) ctx.course_id = course.slice(0, 128);
     if (lesson) ctx.lesson_id = lesson.slice(0, 128);
     if (o.isPreview === true || (o.isPreview == null && data("is-preview") === "true")) ctx.is_preview = true;
+    // The platform's signature of a logged-in viewer id (see the ingest's docs/security.md).
+    const viewerSig = pick(o.viewerSig, data("viewer-sig"));
+    if (namedViewer && viewerSig) ctx.viewer_sig = viewerSig;
 
     const s = { video: video, videoId: videoId, viewerId: viewerId, ctx: ctx, auto: !!auto, listeners: [] };
     resetSession(s);
@@ -697,7 +702,7 @@
   // ---- public API and start -------------------------------------------------------------
   const api = {
     version: VERSION,
-    // track(videoElement, {videoId, viewerId, courseId, lessonId, isPreview}) -> stop()
+    // track(videoElement, {videoId, viewerId, viewerSig, courseId, lessonId, isPreview}) -> stop()
     track: (video, options) => {
       try { return track(video, options, false); } catch (err) { log("internal error", err); return noop; }
     },

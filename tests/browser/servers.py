@@ -14,6 +14,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from ingest.app import create_app
+from ingest.server import uvicorn_options
 from vidpulse.settings import Settings
 
 HOST = "127.0.0.1"
@@ -128,8 +129,8 @@ class LiveIngest:
             ws="none",
             lifespan="on",
             log_level="warning",
-            access_log=False,
             timeout_graceful_shutdown=2,
+            **uvicorn_options(self.settings),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -8,6 +8,7 @@ Every wait polls for a condition with a generous deadline; nothing asserts on ti
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from processors.registry import PROCESSORS
 from tests.browser.chromium import CLIP_SECONDS, Tab, eventually, watch_page
 from tests.browser.servers import LiveIngest, PageServer
 from tests.factories import run_burst
+from vidpulse import viewers
 from vidpulse.events import parse_event
 from vidpulse.settings import Settings
 
@@ -359,3 +361,37 @@ def test_a_visit_while_the_ingest_is_down_is_delivered_on_a_later_page_load(
     assert {e["event_id"]: parse_event(e) for e in delivered} == as_sent
     assert union(played(delivered))[0][0] == 0
     assert length(played(delivered)) >= 20 - SLACK
+
+
+def test_signed_and_anonymous_viewers_are_accepted_by_an_ingest_with_a_signing_key(
+    tab: Tab,
+    site: PageServer,
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+) -> None:
+    """data-vidpulse-viewer-sig goes with a named viewer's events; anon- ids need none."""
+    key = "platform-secret"
+    settings = make_settings(viewer_signing_key=key)
+    ingest = LiveIngest(settings)
+    ingest.start()
+    try:
+        signature = viewers.sign(key.encode(), "user-42")
+        signed = watch_page(
+            ingest.origin,
+            "clip-signed",
+            viewer_id="user-42",
+            video_attrs={"data-vidpulse-viewer-sig": signature},
+        )
+        anonymous = watch_page(ingest.origin, "clip-anonymous")
+        for path, page in (("/signed.html", signed), ("/anonymous.html", anonymous)):
+            tab.open_tracked(site.add(path, page, HTML))
+            tab.play(16)
+            tab.wait_ended()
+            tab.wait_delivered()
+        evs = wait_for_type(redis_client, settings, "complete", count=2)
+    finally:
+        ingest.stop()
+    by_video = {e["video_id"]: e["viewer_id"] for e in evs}
+    assert by_video["clip-signed"] == "user-42"
+    assert by_video["clip-anonymous"].startswith("anon-")
+    assert all("viewer_sig" not in e for e in evs)

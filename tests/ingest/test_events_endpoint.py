@@ -112,14 +112,17 @@ def test_json_as_text_plain_or_application_json_is_accepted(
     assert streamed_ids(redis_client, settings) == [event["event_id"]]
 
 
-def test_missing_event_id_is_generated_by_the_server(
+def test_missing_event_id_is_derived_from_the_content(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    """An event without event_id is stored with a fresh UUID, different for each event."""
-    response = ingest.post("/v1/events", json=[make_event(event_id=None)] * 2)
-    assert response.json()["accepted"] == 2
-    ids = streamed_ids(redis_client, settings)
-    assert len({uuid.UUID(i) for i in ids}) == 2
+    """An event without event_id is stored under an id made of its content: equal events, one id."""
+    same = make_event(event_id=None)
+    other = make_event(event_id=None, position_s=3.0)
+    response = ingest.post("/v1/events", json=[same, dict(same), other])
+    assert response.json()["accepted"] == 3
+    ids = [uuid.UUID(i) for i in streamed_ids(redis_client, settings)]
+    assert ids[0] == ids[1] != ids[2]
+    assert {i.version for i in ids} == {5}
 
 
 def test_client_retries_of_one_event_are_all_appended_for_the_processors(
@@ -373,12 +376,28 @@ def test_milestone_of_another_value_viewer_or_video_is_appended(
 def test_dedupe_key_is_set_with_the_configured_ttl(
     make_client: ClientFactory, redis_client: redis.Redis
 ) -> None:
-    """The key {stream}:dedupe:{video}:{viewer}:m50 exists, expiring within dedupe_ttl_seconds."""
+    """The key {stream}:dedupe:{video}:{viewer}:m50 (':' in ids encoded) expires within the TTL."""
     client, settings = make_client(dedupe_ttl_seconds=120)
     client.post("/v1/events", json=make_event("milestone", video_id="v.9", viewer_id="u:4"))
-    key = f"{settings.stream}:dedupe:v.9:u:4:m50"
+    key = f"{settings.stream}:dedupe:v.9:u%3A4:m50"
     assert redis_client.exists(key) == 1
     assert 0 < redis_client.ttl(key) <= 120
+
+
+def test_milestones_of_pairs_whose_ids_join_alike_are_not_duplicates(
+    ingest: TestClient, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Video col-a:b with viewer c and video col-a with viewer b:c keep two dedupe keys."""
+    first = make_event("milestone", video_id="col-a:b", viewer_id="c")
+    second = make_event("milestone", video_id="col-a", viewer_id="b:c")
+    assert ingest.post("/v1/events", json=first).json()["accepted"] == 1
+    assert ingest.post("/v1/events", json=second).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    assert len(entries(redis_client, settings)) == 2
+    assert len(redis_client.keys(f"{settings.stream}:dedupe:*")) == 2
 
 
 def test_rejected_or_refused_milestone_sets_no_dedupe_key(

@@ -12,10 +12,23 @@ from hypothesis import strategies as st
 
 from ingest import fastpath
 from tests.factories import make_event
+from vidpulse import events, viewers
 from vidpulse.audience import flatten, generate_sessions
-from vidpulse.events import EVENT_TYPES, MAX_PAST_MS, InvalidEvent, now_ms, parse_event
+from vidpulse.events import (
+    EVENT_TYPES,
+    MAX_PAST_MS,
+    EdgeRules,
+    InvalidEvent,
+    content_event_id,
+    now_ms,
+    parse_event,
+)
 
 NOW = 1_790_000_000_000
+KEY = b"test-signing-key"
+# A small maximum duration, so the tricky values below sit on its edges too.
+RULES = EdgeRules(max_duration_s=150.0)
+SIGNED = EdgeRules(max_duration_s=150.0, viewer_key=KEY)
 
 # Values that sit on or just past the edges of the contract, or are of surprising types.
 TRICKY: list[Any] = [
@@ -66,6 +79,16 @@ TRICKY: list[Any] = [
     [[0, "1"]],
     [(0, 1)],
     {"a": 1},
+    150.0,
+    151,
+    151.000001,
+    172800,
+    1e308,
+    "anon-1",
+    viewers.sign(KEY, "viewer-1"),
+    viewers.sign(KEY, "viewer-1").upper(),
+    viewers.sign(KEY, "viewer-2"),
+    "0" * 64,
     NOW,
     NOW - MAX_PAST_MS - 1,
     NOW + 10**9,
@@ -75,10 +98,10 @@ TRICKY: list[Any] = [
 KEYS = [*fastpath.FIELDS, "extra"]
 
 
-def model_json(raw: Any) -> bytes | None:
+def model_json(raw: Any, rules: EdgeRules = RULES) -> bytes | None:
     """The stream JSON the model makes of `raw`, or None when it refuses it."""
     try:
-        return parse_event(raw, now_ms=NOW).stream_json()
+        return parse_event(raw, now_ms=NOW, rules=rules).stream_json()
     except InvalidEvent:
         return None
 
@@ -104,41 +127,104 @@ def test_tracker_like_events_take_the_fast_path_with_identical_stream_json() -> 
     """Every event of a realistic audience is vouched for, byte for byte as the model writes it."""
     sessions = generate_sessions(random.Random(7), videos=20, viewers=50, sessions=120, now_ms=NOW)
     for event in flatten(sessions):
-        vouched = fastpath.vouch(event, NOW)
+        vouched = fastpath.vouch(event, NOW, EdgeRules())
         assert vouched is not None, event
-        assert vouched[0] == model_json(event)
+        assert vouched[0] == model_json(event, EdgeRules())
 
 
 @pytest.mark.parametrize("type", EVENT_TYPES)
 def test_every_event_type_takes_the_fast_path(type: str) -> None:
     """A plain valid event of each type is vouched for with the model's stream JSON."""
     event = make_event(type, ts=NOW)
-    vouched = fastpath.vouch(event, NOW)
+    vouched = fastpath.vouch(event, NOW, RULES)
     assert vouched is not None
     assert vouched[0] == model_json(event)
 
 
-def test_missing_event_id_is_generated_and_uppercase_ids_are_normalised() -> None:
-    """Like the model: a missing event_id gets a fresh UUID; an uppercase one is lowercased."""
-    event = make_event("play", ts=NOW, event_id=None)
-    vouched = fastpath.vouch(event, NOW)
+def test_missing_event_id_is_derived_like_the_models_and_uppercase_ids_are_normalised() -> None:
+    """Like the model: a missing event_id is derived from the content; uppercase is lowercased."""
+    event = make_event("progress", ts=NOW, event_id=None, played=[[0, 5]])
+    vouched = fastpath.vouch(event, NOW, RULES)
     assert vouched is not None
-    assert len(orjson.loads(vouched[0])["event_id"]) == 36
+    assert vouched[0] == model_json(event)
+    assert fastpath.vouch(dict(event), NOW, RULES) == vouched  # a retry: the same id
     upper = make_event("play", ts=NOW, event_id="6F1C2D3E-4B5A-4C6D-8E7F-001122334455")
-    vouched = fastpath.vouch(upper, NOW)
+    vouched = fastpath.vouch(upper, NOW, RULES)
     assert vouched is not None
     assert vouched[0] == model_json(upper)
 
 
-def check_agrees(raw: Any) -> None:
-    vouched = fastpath.vouch(raw, NOW)
+def test_signed_viewers_take_the_fast_path_and_the_signature_is_not_stored() -> None:
+    """A correctly signed viewer is vouched for with the model's JSON, which drops viewer_sig."""
+    event = make_event("play", ts=NOW, viewer_sig=viewers.sign(KEY, "viewer-1"))
+    vouched = fastpath.vouch(event, NOW, SIGNED)
+    assert vouched is not None
+    assert vouched[0] == model_json(event, SIGNED)
+    assert b"viewer_sig" not in vouched[0]
+    assert fastpath.vouch(make_event("play", ts=NOW), NOW, SIGNED) is None
+    assert model_json(make_event("play", ts=NOW), SIGNED) is None
+
+
+def test_out_of_bound_numbers_are_left_to_the_model_which_refuses_them() -> None:
+    """duration_s over the maximum, positions and seek ends over it + 1: no vouching, a 422."""
+    for event in (
+        make_event("progress", ts=NOW, duration_s=172800.0, played=[[0, 172801]]),
+        make_event("progress", ts=NOW, duration_s=1e308),
+        make_event("play", ts=NOW, position_s=43202.0),
+        make_event("seek", ts=NOW, from_s=0.0, to_s=43202.0),
+    ):
+        assert fastpath.vouch(event, NOW, EdgeRules()) is None
+        assert model_json(event, EdgeRules()) is None
+
+
+def test_changing_any_copied_rule_or_limit_changes_the_fingerprint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each rule the fast path copies is in its fingerprint: a change turns the fast path off."""
+    original = fastpath.contract_fingerprint()
+    for owner, name in fastpath.COVERED_CODE:
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, content_event_id if name != "content_event_id" else now_ms)
+            assert fastpath.contract_fingerprint() != original, name
+    for owner, name in fastpath.COVERED_VALUES:
+        with monkeypatch.context() as patch:
+            value = getattr(owner, name)
+            changed = (
+                value | {"x"}
+                if isinstance(value, frozenset)
+                else (*value, "x")
+                if isinstance(value, tuple)
+                else value + 1
+                if isinstance(value, int)
+                else "x"
+            )
+            patch.setattr(owner, name, changed)
+            assert fastpath.contract_fingerprint() != original, name
+
+
+CONTRACT_MODULES = ("vidpulse.events", "vidpulse.viewers")
+
+
+def test_every_name_the_fast_path_takes_from_the_contract_is_covered() -> None:
+    """A rule or limit imported from vidpulse.events or .viewers is part of the fingerprint."""
+    covered = {name for _, name in (*fastpath.COVERED_CODE, *fastpath.COVERED_VALUES)}
+    imported = {
+        name
+        for name, value in vars(fastpath).items()
+        if any(getattr(m, name, object()) is value for m in (events, viewers))
+        and (name.isupper() or getattr(value, "__module__", "") in CONTRACT_MODULES)
+        and name not in ("EdgeRules", "Event")  # the model itself is covered by its schema
+    }
+    assert imported <= covered, imported - covered
+
+
+def check_agrees(raw: Any, rules: EdgeRules = RULES) -> None:
+    vouched = fastpath.vouch(raw, NOW, rules)
     if vouched is None:
         return  # no verdict: the model decides, whatever it says
-    expected = model_json(raw)
+    expected = model_json(raw, rules)
     assert expected is not None, f"fast path accepted what the model refuses: {raw!r}"
     got, want = orjson.loads(vouched[0]), orjson.loads(expected)
-    if "event_id" not in raw:
-        got.pop("event_id"), want.pop("event_id")
     assert got == want
     assert [type(v) for v in got.values()] == [type(v) for v in want.values()]
 
@@ -150,9 +236,10 @@ def check_agrees(raw: Any) -> None:
         st.tuples(st.sampled_from(KEYS), st.sampled_from([*TRICKY, "__delete__"])),
         max_size=4,
     ),
+    rules=st.sampled_from([RULES, SIGNED]),
 )
 def test_fast_path_never_accepts_what_the_model_refuses(
-    base: str, edits: list[tuple[str, Any]]
+    base: str, edits: list[tuple[str, Any]], rules: EdgeRules
 ) -> None:
     """Whatever an event's edits, the fast path's yes is the model's yes, with the same JSON."""
     event = make_event(base, ts=NOW, duration_s=100.0)
@@ -161,7 +248,7 @@ def test_fast_path_never_accepts_what_the_model_refuses(
             event.pop(key, None)
         else:
             event[key] = value
-    check_agrees(event)
+    check_agrees(event, rules)
 
 
 def test_ts_window_is_the_models() -> None:

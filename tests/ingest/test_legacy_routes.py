@@ -158,10 +158,20 @@ def test_seed_repeat_is_a_duplicate_under_the_seed_dedupe_key_with_its_ttl(
     assert again.status_code == 202
     assert again.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
     assert len(streamed(redis_client, settings)) == 1
-    key = f"{settings.stream}:dedupe:video:v.9:user:u:4:watched50"
+    key = f"{settings.stream}:dedupe:video:v.9:user:u%3A4:watched50"
     assert key == Keys(settings.stream).seed_watched50_dedupe("v.9", "u:4")
     assert redis_client.exists(key) == 1
     assert 0 < redis_client.ttl(key) <= 120
+
+
+def test_seed_pairs_whose_ids_join_alike_keep_their_own_dedupe_keys(
+    ingest: TestClient, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Video a:user:b with user c and video a with user b:user:c are two milestones, not one."""
+    first = ingest.post("/analytics", json=seed(videoId="a:user:b", userId="c"))
+    second = ingest.post("/analytics", json=seed(videoId="a", userId="b:user:c"))
+    assert first.json()["accepted"] == second.json()["accepted"] == 1
+    assert len(streamed(redis_client, settings)) == 2
 
 
 @pytest.mark.parametrize("other", [{"userId": "user-2"}, {"videoId": "video-2"}])
