@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Any
 
-from bench import drain, e2e, ingest, sessions
+from bench import dashboard, drain, e2e, ingest, sessions
 from bench.env import BenchEnv
 from bench.report import Row, chart, machine, markdown, service_versions, table, write_json
 
-PARTS = ("ingest", "processors", "e2e", "sessions")
+PARTS = ("ingest", "processors", "e2e", "sessions", "dashboard")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,6 +111,55 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
                 passed=large <= 10 * small,
             )
         )
+    if "dashboard" in results:
+        rows += dashboard_rows(results["dashboard"])
+    return rows
+
+
+def dashboard_rows(run: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, label in (("overview", "/api/v1/overview"), ("video", "/api/v1/videos/{id}")):
+        c = run["cached"][name]
+        rows.append(
+            Row(
+                figure=f"dashboard cached GET {label}",
+                value=c["dashboard_rps"],
+                unit="req/s",
+                baseline_name="bare Starlette GET, same bytes",
+                baseline=c["bare_rps"],
+                ratio=c["ratio"],
+                target=">= 0.50",
+                passed=c["ratio"] >= 0.50,
+            )
+        )
+        rows.append(
+            Row(
+                figure="  same, every read from Redis (memo off)",
+                value=c["redis_rps"],
+                unit="req/s",
+                baseline_name="bare Starlette GET, same bytes",
+                baseline=c["bare_rps"],
+                ratio=c["redis_ratio"],
+                target="(reported)",
+                passed=True,
+            )
+        )
+    size = f"{run['videos']:,} videos, {run['sessions']:,} sessions"
+    for name, label, limit in (("overview", "overview", None), ("video", "one video", 50.0)):
+        u = run["uncached"][name]
+        rows.append(
+            Row(
+                figure=f"dashboard uncached {label}: p99",
+                value=u["p99_ms"],
+                unit="ms",
+                value_text=f"{u['p99_ms']:.1f} ms (p50 {u['p50_ms']:.1f})",
+                baseline_name=size,
+                baseline=0,
+                baseline_text=size,
+                target=f"< {limit:g} ms" if limit else "(reported)",
+                passed=limit is None or u["p99_ms"] < limit,
+            )
+        )
     return rows
 
 
@@ -131,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         dcfg = drain.DrainConfig(backlog=100_000, baseline_max_seconds=8)
         ecfg = e2e.E2EConfig(duration_s=20)
+        dashcfg = dashboard.DashboardConfig(duration_s=5, warmup_s=1, rounds=2)
     else:
         icfg = ingest.IngestConfig()
         dcfg = drain.DrainConfig()
         ecfg = e2e.E2EConfig()
+        dashcfg = dashboard.DashboardConfig()
     print(f"vidpulse bench ({'quick' if args.quick else 'full'}): {', '.join(parts)}", flush=True)
     env.prepare()
     try:
@@ -158,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         if "sessions" in parts:
             print("- sessions: one late event after 1,000 and 100,000 played ranges", flush=True)
             results["sessions"] = sessions.run(env, sessions.SessionsConfig())
+        if "dashboard" in parts:
+            print(
+                f"- dashboard: {dashcfg.videos:,} videos, {dashcfg.sessions:,} sessions; "
+                "uncached reads, then cached reads vs a bare GET",
+                flush=True,
+            )
+            results["dashboard"] = dashboard.run(env, dashcfg)
     finally:
         env.cleanup()
     results["machine"]["load_average_end"] = machine()["load_average"]

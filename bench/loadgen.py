@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
+GET_SCRIPT = Path(__file__).with_name("get.lua")
 
 
 class LoadGenUnavailable(Exception):
@@ -71,6 +72,25 @@ def run_wrk(
     timeout_s: float = 10.0,
 ) -> WrkResult:
     """POST the bodies of `bodies` (one a line) to `url` for `duration_s` seconds."""
+    return _wrk(url, LUA_SCRIPT, str(bodies), duration_s, connections, threads, timeout_s)
+
+
+def run_wrk_get(
+    url: str, token: str, *, duration_s: float, connections: int, threads: int = 1
+) -> WrkResult:
+    """GET `url` with a bearer token (empty: none) for `duration_s` seconds."""
+    return _wrk(url, GET_SCRIPT, token, duration_s, connections, threads, 10.0)
+
+
+def _wrk(
+    url: str,
+    script: Path,
+    arg: str,
+    duration_s: float,
+    connections: int,
+    threads: int,
+    timeout_s: float,
+) -> WrkResult:
     wrk = ensure_wrk()
     cmd = [
         wrk,
@@ -79,10 +99,10 @@ def run_wrk(
         f"-d{max(1, round(duration_s))}s",
         f"--timeout={timeout_s:g}s",
         "-s",
-        str(LUA_SCRIPT),
+        str(script),
         url,
         "--",
-        str(bodies),
+        arg,
     ]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 60, check=False

@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors import forgotten, ledger
+from processors import cache_versions, forgotten, ledger
 from processors.base import Entry, Processor
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
 from vidpulse.database import SchemaBehind, check_schema
@@ -332,6 +332,7 @@ class Consumer:
         failures = dict(decode_failures)
         raw_by_id = {raw[0]: raw for raw in batch}
         failures.update(self._commit(entries))
+        self._bump_cache_versions(entries, failures)
         done = [entry_id for entry_id, _ in batch if entry_id not in failures]
         self._redis_call(lambda: self.stream.ack(done))
         if done:
@@ -346,6 +347,14 @@ class Consumer:
         )
         if self._dropped:
             self._erase_dropped()
+
+    def _bump_cache_versions(self, entries: Sequence[Entry], failures: dict[str, str]) -> None:
+        """After the commit, before the ack: the dashboard's cache learns what changed."""
+        videos = [e.event.video_id for e in entries if e.stream_id not in failures]
+        if videos:
+            self._redis_call(
+                lambda: cache_versions.bump(self.redis, self.keys, self.processor.name, videos)
+            )
 
     def _drop_exhausted(self, batch: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter redelivered entries already delivered more than allowed.

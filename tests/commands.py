@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,3 +48,14 @@ def start_vidpulse(*args: str, env: dict[str, str], log: IO[Any]) -> subprocess.
     return subprocess.Popen(
         [VIDPULSE, *args], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
+
+
+def wait_for(check: Callable[[], Any], deadline_s: float, what: str) -> Any:
+    """Poll `check` until it returns something truthy (returned), or fail after the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

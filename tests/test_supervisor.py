@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,11 @@ import psycopg
 import pytest
 import redis
 
-from tests.commands import run_vidpulse, settings_env, start_vidpulse
+from tests.commands import run_vidpulse, settings_env, start_vidpulse, wait_for
 from tests.factories import make_event
 from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
 from vidpulse.supervisor import PipelineFailed, supervise
-
-
-def _wait_for(check: Any, deadline_s: float, what: str) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _healthy(url: str) -> bool:
@@ -51,11 +40,11 @@ def test_run_serves_processes_and_stops_on_sigint(
         proc = start_vidpulse("run", "--port", str(port), env=settings_env(settings), log=log)
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_for(lambda: _healthy(f"{base}/readyz"), 60, "the ingest to answer")
+            wait_for(lambda: _healthy(f"{base}/readyz"), 60, "the ingest to answer")
             event = make_event("session_start")
             response = httpx2.post(f"{base}/v1/events", json=event, timeout=10)
             assert response.status_code == 202, response.text
-            _wait_for(
+            wait_for(
                 lambda: db.execute(
                     "SELECT 1 FROM video_events WHERE event_id = %s", (event["event_id"],)
                 ).fetchone(),
@@ -133,6 +122,6 @@ def test_two_runs_on_one_host_use_distinct_consumer_names(
             proc = start_vidpulse(*args, env=settings_env(settings), log=log)
             stack.callback(_interrupt, proc)
             pids.append(str(proc.pid))
-        names = _wait_for(lambda: len(consumers()) == 2 and consumers(), 90, "two consumers")
+        names = wait_for(lambda: len(consumers()) == 2 and consumers(), 90, "two consumers")
     assert all(n.startswith(socket.gethostname()) for n in names)
     assert {n.split("-")[-2] for n in names} == set(pids)

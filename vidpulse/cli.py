@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -141,6 +142,10 @@ def _metrics_server(settings: Settings, name: str, port: int | None, tries: int)
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.supervisor import PipelineFailed, check_port_free, run_pipeline
 
+    # No dashboard token configured: one for this run (its children inherit it).
+    token = None if settings.admin_token_list else secrets.token_urlsafe(32)
+    if token is not None:
+        os.environ["VIDPULSE_ADMIN_TOKENS"] = token
     try:
         check_port_free(args.host, args.port)
         cmd_migrate(settings, args)
@@ -149,9 +154,75 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             port=args.port,
             metrics_port=args.metrics_port,
             metrics_host=settings.metrics_host,
+            dashboard=(settings.dashboard_host, settings.dashboard_port, token),
         )
     except PipelineFailed as exc:
         raise CommandError(str(exc)) from None
+
+
+# -- dashboard and catalogue --------------------------------------------------------
+
+
+def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if not settings.admin_token_list:
+        raise ConfigError(
+            "VIDPULSE_ADMIN_TOKENS is not set: give the dashboard at least one token "
+            "(24+ characters, comma-separated)"
+        )
+    host = args.host or settings.dashboard_host
+    sock = _listen(host, args.port or settings.dashboard_port, args.port_tries)
+    port = sock.getsockname()[1]
+    print(f"dashboard: http://{host}:{port}/ (API under /api/v1)", flush=True)
+    config = uvicorn.Config(
+        "dashboard.app:app_from_env", factory=True, log_level="warning", access_log=False
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _listen(host: str, port: int, tries: int) -> socket.socket:
+    """A listening socket on the first free port of port .. port+tries-1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port, min(65536, port + max(1, tries))):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        return sock
+    raise CommandError(f"no free port for the dashboard on {host} from {port} ({tries} tried)")
+
+
+def cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dashboard.catalogue import BadFile, import_csv
+
+    try:
+        report = import_csv(settings, Path(args.file))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"vidpulse: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BadFile, UnicodeDecodeError) as exc:
+        print(f"vidpulse: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except psycopg.OperationalError as exc:
+        raise CommandError(
+            f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
+        ) from None
+    for bad in report.bad:
+        print(f"{args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
+    print(
+        f"catalogue: {report.created + report.updated} rows imported "
+        f"({report.created} created, {report.updated} updated), {len(report.bad)} bad rows"
+    )
+    return EXIT_FAILURE if report.bad and not (report.created + report.updated) else 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -354,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="first port for the processors' metrics, the next free ones after it (0 = off)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dashboard", help="serve the dashboard (JSON API and pages)")
+    p.add_argument("--host", help="default VIDPULSE_DASHBOARD_HOST (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default VIDPULSE_DASHBOARD_PORT (8001)")
+    p.add_argument(
+        "--port-tries", type=int, default=1, help="when the port is taken, try the next ones"
+    )
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("catalogue", help="fill the catalogue of videos (titles, courses)")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", help="CSV with a header: video_id,title[,course_id,course_title,...]")
+    p.set_defaults(func=cmd_catalogue)
 
     p = sub.add_parser("status", help="per consumer group: consumers, pending, lag, dead letters")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -41,6 +41,20 @@ class Keys:
         """What the T190-compatible routes remember of a session (video, viewer, duration)."""
         return f"{self.stream}:legacy:session:{session_id}"
 
+    # -- the dashboard's cache (version keys are bumped by the processors) --------
+
+    def cache_version(self, scope: str) -> str:
+        """Counter bumped after each commit touching `scope`.
+
+        Scopes: a processor name (anything it wrote), `catalogue` (the videos table),
+        `video:<video_id>` (anything any processor wrote about that one video).
+        """
+        return f"{self.stream}:cache:version:{scope}"
+
+    def cache_entry(self, endpoint: str, versions: str, params_digest: str) -> str:
+        """A cached answer: the endpoint, the versions it was computed at, its parameters."""
+        return f"{self.stream}:cache:{endpoint}:{versions}:{params_digest}"
+
     # -- what `vidpulse forget` erases of a viewer ------------------------------------
 
     def viewer_keys(self, video_id: str, viewer_id: str) -> list[str]:

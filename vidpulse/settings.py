@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_TOKEN_LENGTH = 24
 
 
 class ConfigError(Exception):
@@ -80,6 +84,38 @@ class Settings(BaseSettings):
     # logging: "auto" is JSON unless stderr is a terminal
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")
+
+    # dashboard
+    admin_tokens: str = Field("", description="comma-separated API/login tokens, >= 24 chars each")
+    secret_key: str = Field("", description="session-cookie key; empty: derived from the tokens")
+    cache_ttl_seconds: int = Field(300, gt=0)
+    cache_local_ms: int = Field(250, ge=0, le=500, description="per-process memo of answers")
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(8001, gt=0, lt=65536)
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _tokens_long_enough(cls, value: str) -> str:
+        short = [t for t in value.split(",") if t.strip() and len(t.strip()) < MIN_TOKEN_LENGTH]
+        if short:
+            raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @property
+    def admin_token_list(self) -> list[str]:
+        return [t.strip() for t in self.admin_tokens.split(",") if t.strip()]
+
+    @property
+    def session_secret(self) -> str:
+        """VIDPULSE_SECRET_KEY, else a key derived from the tokens.
+
+        Derived, not random: a restart keeps the sessions valid, and changing the
+        tokens (revoking one) signs everybody out.
+        """
+        if self.secret_key:
+            return self.secret_key
+        material = "\n".join(sorted(self.admin_token_list)).encode()
+        return hmac.new(b"vidpulse-dashboard-session", material, hashlib.sha256).hexdigest()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -91,14 +91,26 @@ def consumer_name(processor: str) -> str:
 
 
 def run_pipeline(
-    *, host: str, port: int, metrics_port: int = 0, metrics_host: str = "127.0.0.1"
+    *,
+    host: str,
+    port: int,
+    metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+    dashboard: tuple[str, int, str | None] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM; restart a child that dies; stop all children cleanly.
 
     With `metrics_port`, each processor serves its metrics on the next free port from
-    it. Raises PipelineFailed when a child keeps failing at start.
+    it. `dashboard`: (host, first port, the token made for this run or None) to run the
+    dashboard too. Raises PipelineFailed when a child keeps failing at start.
     """
     children = {"ingest": _command("ingest", "--host", host, "--port", str(port))}
+    if dashboard is not None:
+        # Another run may hold the port: the dashboard takes the next free one and says so.
+        d_host, d_port, _ = dashboard
+        children["dashboard"] = _command(
+            "dashboard", "--host", d_host, "--port", str(d_port), "--port-tries", "100"
+        )
     ports = free_ports(metrics_port, len(PROCESSORS), metrics_host)
     metrics_ports = dict(zip(PROCESSORS, ports, strict=False))
     for processor in PROCESSORS:
@@ -119,6 +131,9 @@ def run_pipeline(
     )
     # Each processor prints its own "metrics: NAME URL" line once it serves them.
     print(f"metrics: ingest http://{host}:{port}/metrics", flush=True)
+    if dashboard is not None:
+        token = dashboard[2] or "one of VIDPULSE_ADMIN_TOKENS"
+        print(f"dashboard: sign in (or send Authorization: Bearer) with {token}", flush=True)
     return supervise(children, stop)
 
 

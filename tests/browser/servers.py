@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ingest.app import create_app
 from ingest.server import uvicorn_options
@@ -114,12 +115,16 @@ class LiveIngest:
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
+    def make_app(self) -> ASGIApp:
+        """The app this server runs (a subclass serves another one)."""
+        return create_app(self.settings)
+
     def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, self.port))
         config = uvicorn.Config(
-            create_app(self.settings),
+            self.make_app(),
             loop="asyncio",
             ws="none",
             lifespan="on",
@@ -134,7 +139,7 @@ class LiveIngest:
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 sock.close()
-                raise RuntimeError(f"the ingest did not start on port {self.port}")
+                raise RuntimeError(f"{type(self).__name__} did not start on port {self.port}")
             time.sleep(0.02)
         self.server, self.thread = server, thread
 
