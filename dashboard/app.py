@@ -32,6 +32,7 @@ from dashboard.cache import AnswerMemo, Cache
 from dashboard.pages import routes as page_routes
 from dashboard.responses import ApiError, JSONResponse
 from vidpulse.settings import Settings
+from vidpulse.telemetry import metrics_route
 
 log = structlog.get_logger("vidpulse.dashboard")
 
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *(Route(API_PREFIX + r.path, r.endpoint, methods=r.methods) for r in api_routes),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        metrics_route(settings),  # Prometheus scrapes without a token, like the ingest's
         *page_routes,
     ]
     middleware = [

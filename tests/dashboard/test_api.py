@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from dashboard.app import create_app
@@ -409,6 +410,19 @@ def test_security_headers_on_every_response(api: TestClient) -> None:
         assert "frame-ancestors 'none'" in csp
         assert response.headers["referrer-policy"] == "no-referrer"
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_metrics_are_served_to_prometheus_without_a_token(fed: Feeder, api: TestClient) -> None:
+    """GET /metrics answers Prometheus text with the stream gauges, no token needed."""
+    response = api.get("/metrics", headers={"Authorization": ""})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name for f in text_string_to_metric_families(response.text)}
+    assert {
+        "vidpulse_stream_length",
+        "vidpulse_stream_lag_seconds",
+        "vidpulse_redis_up",
+    } <= families
 
 
 def test_lists_and_daily_series_answer_csv(
