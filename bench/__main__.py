@@ -68,7 +68,7 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
                     figure=f"processor {name}: drain {proc['backlog']:,} events",
                     value=r["events_per_s"],
                     unit="events/s",
-                    baseline_name="seed worker",
+                    baseline_name="one-at-a-time worker",
                     baseline=base,
                     ratio=r["ratio"],
                     target=">= 20x",
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             results["ingest"] = ingest.run(env, icfg)
         if "processors" in parts:
             print(
-                f"- processors: seed worker, then each of them on {dcfg.backlog:,} events",
+                f"- processors: one-at-a-time worker, then each of them on {dcfg.backlog:,} events",
                 flush=True,
             )
             results["processors"] = drain.run(env, dcfg)

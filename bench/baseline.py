@@ -1,10 +1,11 @@
-"""The seed's worker design, faithfully, as the yardstick for the processors.
+"""A one-at-a-time worker, the yardstick for the processors.
 
-From `seeds/watched-50-percent-pipeline-issue.txt`: a worker consumes the queue one
-event at a time, INSERTs the raw row into `video_events`, then UPDATEs the aggregate
-counter in `video_metrics`, each statement in its own autocommit transaction. Here it
-reads the same stream as the processors (its own consumer group, COUNT 1, XACK after
-each event) and writes tables of the seed's shape in the bench database.
+A worker that consumes the queue one event at a time, INSERT + UPDATE in autocommit
+each: it INSERTs the raw row into an events table, then UPDATEs the aggregate counter
+in a metrics table, each statement in its own autocommit transaction. Here it reads
+the same stream as the processors (its own consumer group, COUNT 1, XACK after each
+event) and writes its two tables, `baseline_video_events` and `baseline_video_metrics`,
+in the bench database.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import psycopg
 import redis
 from redis.exceptions import ResponseError
 
-GROUP = "seed-baseline"
+GROUP = "one-at-a-time-baseline"
 
-SEED_TABLES = """
-CREATE TABLE IF NOT EXISTS seed_video_events (
+BASELINE_TABLES = """
+CREATE TABLE IF NOT EXISTS baseline_video_events (
     id          uuid PRIMARY KEY,
     video_id    text NOT NULL,
     event       text NOT NULL,
@@ -29,28 +30,28 @@ CREATE TABLE IF NOT EXISTS seed_video_events (
     ts          timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE TABLE IF NOT EXISTS seed_video_metrics (
+CREATE TABLE IF NOT EXISTS baseline_video_metrics (
     video_id          text PRIMARY KEY,
     events            bigint NOT NULL DEFAULT 0,
     watched_50_count  bigint NOT NULL DEFAULT 0,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
-TRUNCATE seed_video_events, seed_video_metrics;
+TRUNCATE baseline_video_events, baseline_video_metrics;
 """
 _INSERT_RAW = """
-INSERT INTO seed_video_events (id, video_id, event, user_id, ts)
+INSERT INTO baseline_video_events (id, video_id, event, user_id, ts)
 VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0))
 ON CONFLICT (id) DO NOTHING
 """
 _UPDATE_COUNTER = """
-UPDATE seed_video_metrics
+UPDATE baseline_video_metrics
 SET events = events + 1, watched_50_count = watched_50_count + %s, updated_at = now()
 WHERE video_id = %s
 """
 _CREATE_COUNTER = """
-INSERT INTO seed_video_metrics (video_id, events, watched_50_count) VALUES (%s, 1, %s)
-ON CONFLICT (video_id) DO UPDATE SET events = seed_video_metrics.events + 1,
-    watched_50_count = seed_video_metrics.watched_50_count + EXCLUDED.watched_50_count
+INSERT INTO baseline_video_metrics (video_id, events, watched_50_count) VALUES (%s, 1, %s)
+ON CONFLICT (video_id) DO UPDATE SET events = baseline_video_metrics.events + 1,
+    watched_50_count = baseline_video_metrics.watched_50_count + EXCLUDED.watched_50_count
 """
 
 
@@ -71,10 +72,10 @@ class BaselineResult:
         }
 
 
-def run_seed_worker(
+def run_one_at_a_time_worker(
     redis_url: str, database_url: str, stream: str, *, max_events: int, max_seconds: float
 ) -> BaselineResult:
-    """Consume `stream` the seed's way until `max_events` or `max_seconds`, whichever first."""
+    """Consume `stream` one event at a time until `max_events` or `max_seconds`, whichever first."""
     client = redis.Redis.from_url(redis_url)
     try:
         client.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -82,12 +83,14 @@ def run_seed_worker(
         if "BUSYGROUP" not in str(exc):
             raise
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(SEED_TABLES)
+        conn.execute(BASELINE_TABLES)
         done = 0
         started = time.monotonic()
         deadline = started + max_seconds
         while done < max_events and time.monotonic() < deadline:
-            reply = client.xreadgroup(GROUP, "seed-worker", {stream: ">"}, count=1, block=1000)
+            reply = client.xreadgroup(
+                GROUP, "one-at-a-time-worker", {stream: ">"}, count=1, block=1000
+            )
             if not reply:
                 break
             entry_id, fields = reply[0][1][0]

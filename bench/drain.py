@@ -1,9 +1,9 @@
 """Processor throughput: each registered processor drains the same 100,000-event backlog,
-next to the seed's one-event-at-a-time worker consuming the same stream.
+next to a one-at-a-time worker (bench/baseline.py) consuming the same stream.
 
 The drain rate of a processor is timed from its first read to its last ack, sampled
 from its consumer group (XINFO GROUPS every 20 ms); the process start-up around it is
-reported too but left out of the rate, as it is for the seed worker.
+reported too but left out of the rate, as it is for the one-at-a-time worker.
 """
 
 from __future__ import annotations
@@ -116,18 +116,20 @@ def run(env: BenchEnv, cfg: DrainConfig) -> dict[str, Any]:
         client.close()
     filled = fill_backlog(env, stream, cfg.backlog, seed=21)
     out: dict[str, Any] = {"backlog": filled, "processors": {}}
-    seed = baseline.run_seed_worker(
+    one_at_a_time = baseline.run_one_at_a_time_worker(
         env.redis_url,
         env.database_url,
         stream,
         max_events=cfg.baseline_max_events,
         max_seconds=cfg.baseline_max_seconds,
     )
-    out["baseline"] = seed.as_dict()
+    out["baseline"] = one_at_a_time.as_dict()
     for name in PROCESSORS:
         env.truncate_all()
         result = drain_one(env, stream, name, filled, cfg.timeout_s)
-        result["ratio"] = result["events_per_s"] / seed.events_per_s if seed.events_per_s else 0
+        result["ratio"] = (
+            result["events_per_s"] / one_at_a_time.events_per_s if one_at_a_time.events_per_s else 0
+        )
         out["processors"][name] = result
     env.delete_keys([stream])
     return out

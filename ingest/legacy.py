@@ -1,18 +1,19 @@
-"""Seed-compatible routes: the bodies of the two source documents, as canonical events.
+"""Compatibility routes: the bodies of two simpler client protocols, as canonical events.
 
-- `POST /analytics` takes the watched-50% seed's `{"videoId", "event", "ts", "userId"}`
+- `POST /analytics`, the watched-50% call, takes `{"videoId", "event", "ts", "userId"}`
   and appends one `milestone` 50 event, deduplicated per video and user with the
-  seed's key `{stream}:dedupe:video:{videoId}:user:{userId}:watched50` (ids encoded).
-- `POST /api/analytics/video-view`, `video-progress` and `video-complete` take the T190
-  guide's bodies and append `session_start`, `progress` (plus `play`, `pause`, `seek`
-  for the rise of the client's cumulative counts) and `complete`. Only video-view names
-  the video and viewer; what it said is kept in the hash `Keys.legacy_session`.
+  key `{stream}:dedupe:video:{videoId}:user:{userId}:watched50` (ids encoded).
+- The view/progress/complete routes, `POST /api/analytics/video-view`, `video-progress`
+  and `video-complete`, take a client's bodies with cumulative counters and append
+  `session_start`, `progress` (plus `play`, `pause`, `seek` for the rise of the
+  client's cumulative counts) and `complete`. Only video-view names the video and
+  viewer; what it said is kept in the hash `Keys.legacy_session`.
 
 Every event is built as the wire contract's `Event` and validated by `parse_event`,
 then appended through the app's `Appender`, like `POST /v1/events`: a 202 means it is
 in the stream. Event ids are uuid5 of what the event stands for, so a client's retry,
 or a report repeating an earlier one, re-sends the same ids and counts once.
-docs/tracker.md ("Seed-compatible routes") describes the mapping for integrators.
+docs/tracker.md ("Compatibility routes") describes the mapping for integrators.
 """
 
 from __future__ import annotations
@@ -58,20 +59,21 @@ from vidpulse.settings import Settings
 
 log = structlog.get_logger("vidpulse.ingest")
 
-SEED_EVENT = "watched_50_percent"
-# Below this a seed `ts` is seconds since the epoch (as in the seed's example), at or
-# above it milliseconds: 1e11 s is the year 5138, 1e11 ms is March 1973.
+WATCHED50_EVENT = "watched_50_percent"
+# Below this a watched-50% `ts` is seconds since the epoch (as such clients send it), at
+# or above it milliseconds: 1e11 s is the year 5138, 1e11 ms is March 1973.
 SECONDS_BELOW = 100_000_000_000
 # A report may raise play_count, pause_count or seek_count by at most this much; a
 # bigger jump is capped (a real player cannot pause 100 times between two reports).
 MAX_COUNT_STEP = 100
-SEED_TS_MESSAGE = (
+WATCHED50_TS_MESSAGE = (
     "must be seconds or ms since the epoch, within the last 7 days and at most 5 minutes ahead"
 )
-# Fields a T190 client may send that the contract has no place for. They are ignored:
-# request context comes from the request's own headers (the client IP is never kept),
-# and the derived figures are recomputed by the processors from the events.
-IGNORED_T190_FIELDS = frozenset(
+# Fields a client of the view/progress/complete routes may send that the contract has no
+# place for. They are ignored: request context comes from the request's own headers (the
+# client IP is never kept), and the derived figures are recomputed by the processors
+# from the events.
+IGNORED_REPORT_FIELDS = frozenset(
     {
         "user_agent", "referrer", "ip_address", "device_type", "browser", "os",
         "completion_percentage", "max_position_seconds", "average_playback_speed",
@@ -81,6 +83,9 @@ IGNORED_T190_FIELDS = frozenset(
 COUNTS = {"play_count": "play", "pause_count": "pause", "seek_count": "seek"}
 # uuid5 namespace of every event id these routes make.
 NAMESPACE = uuid.UUID("5d0c9d55-3c52-5b8e-9a55-7a6f3e1c2b90")
+# First part of the ids of the view/progress/complete routes' events; this literal is
+# kept unchanged so that the ids, and so their deduplication, stay stable across versions.
+REPORT_ID_PREFIX = "t190"
 
 Ident = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
@@ -92,7 +97,7 @@ Count = Annotated[int, Field(ge=0)]
 
 
 class Watched50(BaseModel):
-    """The seed's body."""
+    """The body of the watched-50% call."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -105,7 +110,7 @@ class Watched50(BaseModel):
 
 
 class VideoView(BaseModel):
-    """T190 `video-view`: a session starts; names its video, viewer and context."""
+    """`video-view`: a session starts; names its video, viewer and context."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -122,7 +127,7 @@ class VideoView(BaseModel):
 
 
 class VideoProgress(BaseModel):
-    """T190 `video-progress`: the client's cumulative figures for its session."""
+    """`video-progress`: the client's cumulative figures for its session."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -142,7 +147,7 @@ class VideoProgress(BaseModel):
 
 
 class VideoComplete(VideoProgress):
-    """T190 `video-complete`: like a progress report, and the session is completed."""
+    """`video-complete`: like a progress report, and the session is completed."""
 
     current_position_seconds: Seconds | None = None  # type: ignore[assignment]
 
@@ -246,14 +251,14 @@ def handler(
     return endpoint
 
 
-# -- the watched-50% seed ---------------------------------------------------------------
+# -- the watched-50% call ---------------------------------------------------------------
 
-_SEED_NAMES = {"video_id": "videoId", "viewer_id": "userId", "viewer_sig": "userSig"}
-_SEED_WHAT = f"{SEED_EVENT} event"
+_WATCHED50_NAMES = {"video_id": "videoId", "viewer_id": "userId", "viewer_sig": "userSig"}
+_WATCHED50_WHAT = f"{WATCHED50_EVENT} event"
 
 
-class SeedEndpoint:
-    """POST /analytics: the seed's watched_50_percent, as a deduplicated milestone 50."""
+class Watched50Endpoint:
+    """POST /analytics, the watched-50% call: watched_50_percent as a deduplicated milestone 50."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -262,15 +267,17 @@ class SeedEndpoint:
 
     async def post(self, request: Request) -> Response:
         data = await read_object(request, self.settings)
-        if "event" in data and data["event"] != SEED_EVENT:
+        if "event" in data and data["event"] != WATCHED50_EVENT:
             given = orjson.dumps(data["event"]).decode()[:80]
-            error = FieldError("event", f"{given} is not supported; the only event is {SEED_EVENT}")
+            error = FieldError(
+                "event", f"{given} is not supported; the only event is {WATCHED50_EVENT}"
+            )
             raise RequestError(
                 422,
-                f"event {given} is not supported: POST /analytics accepts only {SEED_EVENT}",
+                f"event {given} is not supported: POST /analytics accepts only {WATCHED50_EVENT}",
                 rejected=[{"index": 0, "errors": [error.as_dict()]}],
             )
-        body = validate(Watched50, data, _SEED_WHAT)
+        body = validate(Watched50, data, _WATCHED50_WHAT)
         received_at = now_ms()
         ts = body.ts * 1000 if body.ts < SECONDS_BELOW else body.ts
         milestone_id = event_id("watched50", body.videoId, body.userId)
@@ -281,7 +288,7 @@ class SeedEndpoint:
             "ts": round(ts),
             "video_id": body.videoId,
             "viewer_id": body.userId,
-            # The seed has no session; one per video and user, like its dedupe.
+            # The call names no session; one per video and user, like its dedupe.
             "session_id": f"watched50-{milestone_id}",
         }
         if body.userSig is not None:
@@ -290,21 +297,21 @@ class SeedEndpoint:
             event = parse_event(fields, now_ms=received_at, rules=self.rules)
         except InvalidEvent as exc:
             errors = [
-                FieldError("ts", SEED_TS_MESSAGE)
+                FieldError("ts", WATCHED50_TS_MESSAGE)
                 if e.message == TS_WINDOW_MESSAGE
-                else FieldError(_SEED_NAMES.get(e.field, e.field), e.message)
+                else FieldError(_WATCHED50_NAMES.get(e.field, e.field), e.message)
                 for e in exc.errors
             ]
-            raise invalid(errors, _SEED_WHAT) from None
-        dedupe = self.keys.seed_watched50_dedupe(body.videoId, body.userId)
+            raise invalid(errors, _WATCHED50_WHAT) from None
+        dedupe = self.keys.watched50_dedupe(body.videoId, body.userId)
         user_agent, referer = request_context(request.scope["headers"])
         item = Item(event.stream_json(), received_at, user_agent, referer, dedupe)
         return await append_and_answer(request, [item], [])
 
 
-# -- the T190 guide ---------------------------------------------------------------------
+# -- the view/progress/complete routes --------------------------------------------------
 
-_T190_NAMES = {
+REPORT_NAMES = {
     "position_s": "current_position_seconds",
     "duration_s": "video_duration_seconds",
     "viewer_id": "user_id",
@@ -313,7 +320,7 @@ _T190_NAMES = {
 
 
 class Session:
-    """What the ingest remembers of a T190 session, in its Redis hash (all strings)."""
+    """What the ingest remembers of a video-view session, in its Redis hash (all strings)."""
 
     def __init__(self, fields: dict[bytes, bytes]) -> None:
         self.fields = {k.decode(): v.decode() for k, v in fields.items()}
@@ -344,7 +351,7 @@ def anonymous_viewer(session_id: str) -> str:
     return "anon-" + event_id("viewer", session_id)
 
 
-class T190Endpoints:
+class ReportEndpoints:
     """POST /api/analytics/video-view, video-progress and video-complete."""
 
     def __init__(self, settings: Settings) -> None:
@@ -377,7 +384,7 @@ class T190Endpoints:
         signature = {} if body.user_sig is None else {"viewer_sig": body.user_sig}
         start = canonical(
             {
-                "event_id": event_id("t190", body.session_id, "session_start"),
+                "event_id": event_id(REPORT_ID_PREFIX, body.session_id, "session_start"),
                 "type": "session_start",
                 "ts": received_at,
                 "video_id": body.video_id,
@@ -390,7 +397,7 @@ class T190Endpoints:
             },
             received_at,
             self.rules,
-            _T190_NAMES,
+            REPORT_NAMES,
             "video-view body",
         )
         remember: dict[str, str] = {
@@ -418,7 +425,7 @@ class T190Endpoints:
         return await self.report(request, body, "video-complete body", complete=True)
 
     async def body(self, request: Request, model: type[Model], what: str) -> Model:
-        data = await read_object(request, self.settings, IGNORED_T190_FIELDS)
+        data = await read_object(request, self.settings, IGNORED_REPORT_FIELDS)
         return validate(model, data, what)
 
     async def report(
@@ -459,7 +466,7 @@ class T190Endpoints:
             for n in range(before + 1, min(reported, before + MAX_COUNT_STEP) + 1):
                 event = {
                     **base,
-                    "event_id": event_id("t190", body.session_id, type_, str(n)),
+                    "event_id": event_id(REPORT_ID_PREFIX, body.session_id, type_, str(n)),
                     "type": type_,
                     "position_s": position,
                 }
@@ -471,7 +478,7 @@ class T190Endpoints:
             raw.append(
                 {
                     **base,
-                    "event_id": event_id("t190", body.session_id, "complete"),
+                    "event_id": event_id(REPORT_ID_PREFIX, body.session_id, "complete"),
                     "type": "complete",
                     "position_s": position,
                     "duration_s": duration,
@@ -482,13 +489,15 @@ class T190Endpoints:
             raw.append(
                 {
                     **base,
-                    "event_id": event_id("t190", body.session_id, "progress", repr(figures)),
+                    "event_id": event_id(
+                        REPORT_ID_PREFIX, body.session_id, "progress", repr(figures)
+                    ),
                     "type": "progress",
                     "position_s": position,
                     "duration_s": duration,
                 }
             )
-        events = [canonical(e, received_at, self.report_rules, _T190_NAMES, what) for e in raw]
+        events = [canonical(e, received_at, self.report_rules, REPORT_NAMES, what) for e in raw]
         response = await append_and_answer(
             request, [self.item(request, e, received_at) for e in events], []
         )
@@ -521,11 +530,15 @@ class T190Endpoints:
 
 
 def legacy_routes(settings: Settings) -> list[Route]:
-    """The seed-compatible routes, for `create_app`'s route list."""
-    t190 = T190Endpoints(settings)
+    """The compatibility routes, for `create_app`'s route list."""
+    reports = ReportEndpoints(settings)
     return [
-        Route("/analytics", handler(settings, SeedEndpoint(settings).post), methods=["POST"]),
-        Route("/api/analytics/video-view", handler(settings, t190.view), methods=["POST"]),
-        Route("/api/analytics/video-progress", handler(settings, t190.progress), methods=["POST"]),
-        Route("/api/analytics/video-complete", handler(settings, t190.complete), methods=["POST"]),
+        Route("/analytics", handler(settings, Watched50Endpoint(settings).post), methods=["POST"]),
+        Route("/api/analytics/video-view", handler(settings, reports.view), methods=["POST"]),
+        Route(
+            "/api/analytics/video-progress", handler(settings, reports.progress), methods=["POST"]
+        ),
+        Route(
+            "/api/analytics/video-complete", handler(settings, reports.complete), methods=["POST"]
+        ),
     ]

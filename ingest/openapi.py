@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.app import JSONResponse
-from ingest.legacy import SEED_EVENT, VideoComplete, VideoProgress, VideoView, Watched50
+from ingest.legacy import WATCHED50_EVENT, VideoComplete, VideoProgress, VideoView, Watched50
 from vidpulse import __version__
 from vidpulse.events import (
     DURATION_REQUIRED,
@@ -166,7 +166,7 @@ def _bound_event(schema: dict[str, Any], settings: Settings, now: int) -> None:
 def _bound_watched50(schema: dict[str, Any], now: int) -> None:
     """The /analytics body's one event name, and its ts window in seconds or milliseconds."""
     props = schema["properties"]
-    props["event"] = {"const": SEED_EVENT, "type": "string"}
+    props["event"] = {"const": WATCHED50_EVENT, "type": "string"}
     window = (now - MAX_PAST_MS, now + MAX_FUTURE_MS)
     props["ts"] = {
         "anyOf": [

@@ -74,7 +74,7 @@ def erase_keys(
     sessions: Iterable[str],
 ) -> int:
     """Delete the Redis keys naming the viewer: the dedupe keys of each of `videos`, and
-    the seed routes' records of `sessions` that name them. Returns how many."""
+    the compatibility routes' records of `sessions` that name them. Returns how many."""
     names = [k for video in sorted(set(videos)) for k in keys.viewer_keys(video, viewer_id)]
     records = [keys.legacy_session(s) for s in sorted(set(sessions))]
     if records:

@@ -39,7 +39,7 @@ def merge(ranges: Iterable[Range]) -> list[Range]:
 
 
 def played(ranges: Iterable[Sequence[float]] | None, duration: float | None) -> list[Range]:
-    """One event's played ranges as SPEC 5 counts them: clipped to its duration, merged."""
+    """One event's played ranges as docs/tables.md counts them: clipped to its duration, merged."""
     if not ranges or duration is None:
         return []
     return merge(clip(ranges, duration))

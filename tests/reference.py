@@ -1,4 +1,4 @@
-"""A reference model of the aggregate tables, computed straight from SPEC section 5.
+"""A reference model of the aggregate tables, computed straight from docs/tables.md.
 
 Given the distinct events in the order the processors apply them (with the
 User-Agent, Referer and receive time of their requests) it builds every row of

@@ -117,7 +117,7 @@ def test_forget_erases_every_row_key_and_entry_and_keeps_the_counts(
     _post(ingest, "/v1/events", _session(KEPT, "s-kept", "v1", T0 + 20))
     _post(ingest, "/analytics", {"videoId": "v3", "event": "watched_50_percent",
                                  "ts": T0 // 1000, "userId": GONE})  # fmt: skip
-    view = {"video_id": "v4", "session_id": "s-gone-t190", "video_duration_seconds": 600,
+    view = {"video_id": "v4", "session_id": "s-gone-report", "video_duration_seconds": 600,
             "user_id": GONE}  # fmt: skip
     _post(ingest, "/api/analytics/video-view", view)
     _process(settings)
@@ -149,7 +149,7 @@ def test_forget_erases_every_row_key_and_entry_and_keeps_the_counts(
     assert erased.stream_entries >= 8  # the late ones, and those not trimmed yet
     assert erased.dead_letters == 3
     assert erased.rows["video_events"] == 10
-    assert erased.keys >= 4  # milestone and seed dedupe keys, the seed route's session
+    assert erased.keys >= 4  # milestone and watched-50% dedupe keys, the video-view session
     assert "video_events 10" in erased.summary()
     assert _rows_naming(db, KEPT)["video_events"] == 4
     assert redis_client.xlen(keys.dlq) == 1

@@ -1,4 +1,4 @@
-"""Settings.from_env: the environment variables of SPEC section 2, read into one object."""
+"""Settings.from_env: the environment variables of docs/configuration.md, read into one object."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from vidpulse.settings import ConfigError, Settings
 
 
 def test_empty_environment_gives_the_documented_defaults() -> None:
-    """With nothing set, every SPEC section 2 variable has its documented default."""
+    """With nothing set, every documented environment variable has its documented default."""
     settings = Settings.from_env({})
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.database_url == "postgresql://postgres@localhost:5432/vidpulse"
@@ -24,7 +24,7 @@ def test_empty_environment_gives_the_documented_defaults() -> None:
 
 
 def test_every_documented_variable_is_read() -> None:
-    """Each SPEC variable, and the processor knobs the tests use, reach their field."""
+    """Each documented variable, and the processor knobs the tests use, reach their field."""
     settings = Settings.from_env(
         {
             "REDIS_URL": "redis://cache:6380/2",

@@ -90,7 +90,7 @@ class InvalidEvent(Exception):
 
 
 class Event(BaseModel):
-    """One beacon from a video player (SPEC section 4)."""
+    """One beacon from a video player (the contract of docs/events.md)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 

@@ -9,7 +9,7 @@
    sessions (tables keyed by session_id), and their members of the distinct counts.
    The aggregates (video_heatmap, video_metrics, video_metrics_daily) keep their
    counts: they hold no id. A viewer who comes back later is a new viewer to them.
-4. Delete the Redis keys named after them (milestone dedupe keys, seed-route sessions).
+4. Delete the Redis keys named after them (milestone dedupe keys, compatibility-route sessions).
 """
 
 from __future__ import annotations
@@ -211,5 +211,5 @@ def _viewer_of(event: Any) -> str | None:
 
 
 def erase_keys(client: redis.Redis, keys: Keys, viewer_id: str, erased: Erased) -> None:
-    """Delete the keys named after the viewer, and the seed-route sessions that name them."""
+    """Delete the keys named after the viewer, and the compatibility-route sessions naming them."""
     erased.keys += forgotten.erase_keys(client, keys, viewer_id, erased.videos, erased.sessions)

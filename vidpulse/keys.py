@@ -23,8 +23,8 @@ class Keys:
     def milestone_dedupe(self, video_id: str, viewer_id: str, milestone: int) -> str:
         return f"{self.stream}:dedupe:{key_part(video_id)}:{key_part(viewer_id)}:m{milestone}"
 
-    def seed_watched50_dedupe(self, video_id: str, user_id: str) -> str:
-        """The key format of the watched_50_percent seed route (ids encoded)."""
+    def watched50_dedupe(self, video_id: str, user_id: str) -> str:
+        """The dedupe key of the watched-50% call, `POST /analytics` (ids encoded)."""
         return f"{self.stream}:dedupe:video:{key_part(video_id)}:user:{key_part(user_id)}:watched50"
 
     @property
@@ -38,7 +38,7 @@ class Keys:
         return f"{self.stream}:ratelimit:salt"
 
     def legacy_session(self, session_id: str) -> str:
-        """What the T190-compatible routes remember of a session (video, viewer, duration)."""
+        """What the view/progress/complete routes keep of a session (video, viewer, duration)."""
         return f"{self.stream}:legacy:session:{session_id}"
 
     # -- the dashboard's cache (version keys are bumped by the processors) --------
@@ -61,7 +61,7 @@ class Keys:
         """Every key named after a (video, viewer) pair: the milestone dedupe keys."""
         return [
             *(self.milestone_dedupe(video_id, viewer_id, m) for m in MILESTONES),
-            self.seed_watched50_dedupe(video_id, viewer_id),
+            self.watched50_dedupe(video_id, viewer_id),
         ]
 
     @staticmethod

@@ -1,4 +1,4 @@
-// VideoPlayer: the seed's video-player.tsx, reporting to vidpulse through the bundled
+// VideoPlayer: a typical video-player.tsx, reporting to vidpulse through the bundled
 // tracker (GET /v1/tracker.js) instead of posting its own "watched_50_percent" event.
 // The tracker records what was actually played, milestones (25/50/75/90 % of the
 // seconds covered, once per session), completion, seeks and pauses; the ingest

@@ -1,6 +1,6 @@
 /*! vidpulse tracker: records which parts of each <video> a viewer actually played and
  * sends them to the vidpulse ingest (POST /v1/events). Plain ES2017, no dependencies.
- * Usage, options, what is sent when: docs/tracker.md. Wire contract: SPEC.md section 4.
+ * Usage, options, what is sent when: docs/tracker.md. Wire contract: docs/events.md.
  *
  * Decisions worth knowing before changing this file:
  * - A session is one view of one video on one page view. session_start goes out at the

@@ -1,4 +1,4 @@
-"""The ingest's edge against hostile input (SPEC section 11): bounds, origins, signed viewers,
+"""The ingest's edge against hostile input (docs/security.md): bounds, origins, signed viewers,
 rate limits, what is kept of a request, and the OpenAPI description.
 
 Everything goes through the real app and Redis; where the effect is in the tables, the

@@ -1,4 +1,4 @@
-"""POST /v1/events and the ingest's other routes, against a real Redis (SPEC section 4)."""
+"""POST /v1/events and the ingest's other routes, against a real Redis (docs/events.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed-compatible routes (issue 4), against a real Redis: bodies in, canonical events out."""
+"""The compatibility routes, against a real Redis: bodies in, canonical events out."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def error_of(response: httpx2.Response, status: int) -> str:
     return error
 
 
-def seed(**fields: Any) -> dict[str, Any]:
-    """The seed's watched_50_percent body; `fields` override (None removes a field)."""
+def watched50_body(**fields: Any) -> dict[str, Any]:
+    """A body of the watched-50% call; `fields` override (None removes a field)."""
     body = {
         "videoId": "video-1",
         "event": "watched_50_percent",
@@ -58,7 +58,7 @@ def seed(**fields: Any) -> dict[str, Any]:
 
 
 def view(**fields: Any) -> dict[str, Any]:
-    """A T190 video-view body; `fields` override (None removes a field)."""
+    """A video-view body; `fields` override (None removes a field)."""
     body = {
         "video_id": "video-7",
         "course_id": "course-3",
@@ -73,7 +73,7 @@ def view(**fields: Any) -> dict[str, Any]:
 
 
 def progress(**fields: Any) -> dict[str, Any]:
-    """A T190 video-progress body; `fields` override (None removes a field)."""
+    """A video-progress body; `fields` override (None removes a field)."""
     body = {
         "session_id": "1699123456789-kx7m2n4",
         "current_position_seconds": 120,
@@ -86,14 +86,14 @@ def progress(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-# -- POST /analytics: the watched-50% seed -----------------------------------------------
+# -- POST /analytics: the watched-50% call -----------------------------------------------
 
 
-def test_seed_event_becomes_a_milestone_50_event_in_the_stream(
+def test_watched50_event_becomes_a_milestone_50_event_in_the_stream(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
     """watched_50_percent (ts in seconds) is appended as milestone 50, viewer = userId, ts in ms."""
-    body = seed(ts=int(time.time()) - 30)
+    body = watched50_body(ts=int(time.time()) - 30)
     response = ingest.post(
         "/analytics", json=body, headers={"User-Agent": BROWSER_UA, "Referer": PAGE}
     )
@@ -112,91 +112,98 @@ def test_seed_event_becomes_a_milestone_50_event_in_the_stream(
     assert fields[b"referer"].decode() == PAGE
 
 
-def test_seed_event_id_is_the_same_for_every_retry_of_a_video_and_user(
+def test_watched50_event_id_is_the_same_for_every_retry_of_a_video_and_user(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
     """The event_id is uuid5 of video and user: a resend after the dedupe TTL is the same event."""
-    assert ingest.post("/analytics", json=seed()).json()["accepted"] == 1
-    redis_client.delete(Keys(settings.stream).seed_watched50_dedupe("video-1", "user-1"))
-    assert ingest.post("/analytics", json=seed(ts=now_ms())).json()["accepted"] == 1
+    assert ingest.post("/analytics", json=watched50_body()).json()["accepted"] == 1
+    redis_client.delete(Keys(settings.stream).watched50_dedupe("video-1", "user-1"))
+    assert ingest.post("/analytics", json=watched50_body(ts=now_ms())).json()["accepted"] == 1
     first, second = streamed(redis_client, settings)
     assert first["event_id"] == second["event_id"]
     assert first["session_id"] == second["session_id"]
     assert uuid.UUID(first["event_id"]).version == 5
 
 
-def test_seed_ts_in_milliseconds_is_taken_as_is(
+def test_watched50_ts_in_milliseconds_is_taken_as_is(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
     """A ts of 1e11 or more is milliseconds (Date.now()); fractions of seconds are kept as ms."""
     ms = now_ms() - 5000
-    assert ingest.post("/analytics", json=seed(ts=ms)).status_code == 202
-    assert ingest.post("/analytics", json=seed(userId="u2", ts=ms / 1000)).status_code == 202
+    assert ingest.post("/analytics", json=watched50_body(ts=ms)).status_code == 202
+    assert (
+        ingest.post("/analytics", json=watched50_body(userId="u2", ts=ms / 1000)).status_code == 202
+    )
     assert [e["ts"] for e in streamed(redis_client, settings)] == [ms, ms]
 
 
-def test_seed_body_as_text_plain_is_accepted(
+def test_watched50_body_as_text_plain_is_accepted(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
     """A sendBeacon / fetch-with-a-string body (text/plain) is accepted like JSON."""
     response = ingest.post(
         "/analytics",
-        content=orjson.dumps(seed()),
+        content=orjson.dumps(watched50_body()),
         headers={"content-type": "text/plain;charset=UTF-8"},
     )
     assert response.status_code == 202
     assert len(streamed(redis_client, settings)) == 1
 
 
-def test_seed_repeat_is_a_duplicate_under_the_seed_dedupe_key_with_its_ttl(
+def test_watched50_repeat_is_a_duplicate_under_its_dedupe_key_with_its_ttl(
     make_client: ClientFactory, redis_client: redis.Redis
 ) -> None:
-    """The second watched_50 of a video and user is a duplicate; the seed's key has the TTL."""
+    """The second watched_50 of a video and user is a duplicate; its dedupe key has the TTL."""
     client, settings = make_client(dedupe_ttl_seconds=120)
-    assert client.post("/analytics", json=seed(videoId="v.9", userId="u:4")).json()["accepted"] == 1
-    again = client.post("/analytics", json=seed(videoId="v.9", userId="u:4", ts=now_ms()))
+    assert (
+        client.post("/analytics", json=watched50_body(videoId="v.9", userId="u:4")).json()[
+            "accepted"
+        ]
+        == 1
+    )
+    again = client.post("/analytics", json=watched50_body(videoId="v.9", userId="u:4", ts=now_ms()))
     assert again.status_code == 202
     assert again.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
     assert len(streamed(redis_client, settings)) == 1
     key = f"{settings.stream}:dedupe:video:v.9:user:u%3A4:watched50"
-    assert key == Keys(settings.stream).seed_watched50_dedupe("v.9", "u:4")
+    assert key == Keys(settings.stream).watched50_dedupe("v.9", "u:4")
     assert redis_client.exists(key) == 1
     assert 0 < redis_client.ttl(key) <= 120
 
 
-def test_seed_pairs_whose_ids_join_alike_keep_their_own_dedupe_keys(
+def test_watched50_pairs_whose_ids_join_alike_keep_their_own_dedupe_keys(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
     """Video a:user:b with user c and video a with user b:user:c are two milestones, not one."""
-    first = ingest.post("/analytics", json=seed(videoId="a:user:b", userId="c"))
-    second = ingest.post("/analytics", json=seed(videoId="a", userId="b:user:c"))
+    first = ingest.post("/analytics", json=watched50_body(videoId="a:user:b", userId="c"))
+    second = ingest.post("/analytics", json=watched50_body(videoId="a", userId="b:user:c"))
     assert first.json()["accepted"] == second.json()["accepted"] == 1
     assert len(streamed(redis_client, settings)) == 2
 
 
 @pytest.mark.parametrize("other", [{"userId": "user-2"}, {"videoId": "video-2"}])
-def test_seed_for_another_user_or_video_is_appended(
+def test_watched50_for_another_user_or_video_is_appended(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings, other: dict[str, str]
 ) -> None:
     """Dedupe is per (video, user): another user or video is a new milestone."""
-    ingest.post("/analytics", json=seed())
-    assert ingest.post("/analytics", json=seed(**other)).json()["accepted"] == 1
+    ingest.post("/analytics", json=watched50_body())
+    assert ingest.post("/analytics", json=watched50_body(**other)).json()["accepted"] == 1
     assert len(streamed(redis_client, settings)) == 2
 
 
 @pytest.mark.parametrize("event", ["watched_25_percent", "play", 50, None])
-def test_seed_other_event_is_422_naming_the_supported_one(
+def test_watched50_other_event_is_422_naming_the_supported_one(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings, event: Any
 ) -> None:
     """Only watched_50_percent is accepted; anything else is 422 naming it, and sets no key."""
-    body = seed()
+    body = watched50_body()
     body["event"] = event
     assert "watched_50_percent" in error_of(ingest.post("/analytics", json=body), 422)
     assert streamed(redis_client, settings) == []
     assert redis_client.keys(f"{settings.stream}:dedupe:*") == []
 
 
-_SEED_REJECTIONS: list[tuple[dict[str, Any], str]] = [
+WATCHED50_REJECTIONS: list[tuple[dict[str, Any], str]] = [
     ({"videoId": None}, "videoId"),
     ({"userId": None}, "userId"),
     ({"ts": None}, "ts"),
@@ -217,10 +224,10 @@ _SEED_REJECTIONS: list[tuple[dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(
     ("fields", "field"),
-    _SEED_REJECTIONS,
-    ids=[f"{r[1]}-{i}" for i, r in enumerate(_SEED_REJECTIONS)],
+    WATCHED50_REJECTIONS,
+    ids=[f"{r[1]}-{i}" for i, r in enumerate(WATCHED50_REJECTIONS)],
 )
-def test_seed_body_breaking_its_rules_is_422_naming_the_field(
+def test_watched50_body_breaking_its_rules_is_422_naming_the_field(
     ingest: TestClient,
     redis_client: redis.Redis,
     settings: Settings,
@@ -228,7 +235,7 @@ def test_seed_body_breaking_its_rules_is_422_naming_the_field(
     field: str,
 ) -> None:
     """Missing, mistyped, out-of-alphabet, out-of-window or unknown fields: 422 naming the field."""
-    response = ingest.post("/analytics", json=seed(**fields))
+    response = ingest.post("/analytics", json=watched50_body(**fields))
     error = error_of(response, 422)
     assert field in error
     [rejected] = response.json()["rejected"]
@@ -243,10 +250,10 @@ def test_seed_body_breaking_its_rules_is_422_naming_the_field(
         (b"", "application/json", 400),
         (b"[]", "application/json", 422),
         (b'"watched_50_percent"', "application/json", 422),
-        (orjson.dumps(seed()), "application/x-www-form-urlencoded", 415),
+        (orjson.dumps(watched50_body()), "application/x-www-form-urlencoded", 415),
     ],
 )
-def test_seed_body_that_is_not_one_json_object_is_a_json_error(
+def test_watched50_body_that_is_not_one_json_object_is_a_json_error(
     ingest: TestClient, body: bytes, content_type: str, status: int
 ) -> None:
     """Not JSON, not an object, or another content type: a JSON error, never a 500."""
@@ -254,50 +261,57 @@ def test_seed_body_that_is_not_one_json_object_is_a_json_error(
     error_of(response, status)
 
 
-def test_seed_oversized_body_is_413(make_client: ClientFactory) -> None:
+def test_watched50_oversized_body_is_413(make_client: ClientFactory) -> None:
     """The body limit of POST /v1/events holds here too."""
     client, _ = make_client(max_body_bytes=200)
-    error_of(client.post("/analytics", json=seed(videoId="v" * 128, extra="x" * 200)), 413)
+    error_of(
+        client.post("/analytics", json=watched50_body(videoId="v" * 128, extra="x" * 200)), 413
+    )
 
 
-def test_seed_with_redis_unreachable_is_503_with_retry_after(make_client: ClientFactory) -> None:
+def test_watched50_with_redis_unreachable_is_503_with_retry_after(
+    make_client: ClientFactory,
+) -> None:
     """No Redis: 503 + Retry-After, so the client keeps the event."""
     client, _ = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0", retry_after_seconds=3)
-    response = client.post("/analytics", json=seed())
+    response = client.post("/analytics", json=watched50_body())
     assert "retry" in error_of(response, 503)
     assert response.headers["retry-after"] == "3"
 
 
-def test_seed_refused_for_backpressure_sets_no_dedupe_key(
+def test_watched50_refused_for_backpressure_sets_no_dedupe_key(
     make_client: ClientFactory, redis_client: redis.Redis
 ) -> None:
     """A watched_50 refused with 503 sets no dedupe key: its retry is appended, not a duplicate."""
     client, settings = make_client(max_stream_length=1)
     redis_client.xadd(settings.stream, {"event": "{}"})
-    error_of(client.post("/analytics", json=seed()), 503)
+    error_of(client.post("/analytics", json=watched50_body()), 503)
     assert redis_client.keys(f"{settings.stream}:dedupe:*") == []
     redis_client.delete(settings.stream)
-    assert client.post("/analytics", json=seed()).json()["accepted"] == 1
+    assert client.post("/analytics", json=watched50_body()).json()["accepted"] == 1
 
 
-def test_seed_events_count_once_per_viewer_in_watched_50_count(
+def test_watched50_events_count_once_per_viewer_in_watched_50_count(
     ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
 ) -> None:
     """Through the metrics processor: two users (one posting twice) give watched_50_count = 2."""
     for user in ("user-1", "user-1", "user-2"):
         assert (
-            ingest.post("/analytics", json=seed(videoId="seeded", userId=user)).status_code == 202
+            ingest.post(
+                "/analytics", json=watched50_body(videoId="watched", userId=user)
+            ).status_code
+            == 202
         )
-    ingest.post("/analytics", json=seed(videoId="other", userId="user-1"))
+    ingest.post("/analytics", json=watched50_body(videoId="other", userId="user-1"))
     run_burst(settings, "metrics")
     rows = db.execute(
         "SELECT video_id, watched_50_count, unique_viewers, views FROM video_metrics"
         " ORDER BY video_id"
     ).fetchall()
-    assert rows == [("other", 1, 1, 0), ("seeded", 2, 2, 0)]
+    assert rows == [("other", 1, 1, 0), ("watched", 2, 2, 0)]
 
 
-# -- POST /api/analytics/*: the T190 guide ------------------------------------------------
+# -- POST /api/analytics/*: the view/progress/complete routes -----------------------------
 
 
 def test_video_view_becomes_session_start_and_remembers_the_session(
@@ -497,7 +511,7 @@ def test_request_naming_another_video_or_viewer_for_a_session_is_409(
 def test_known_harmless_extra_fields_are_ignored(
     ingest: TestClient, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    """Request-context and derived fields a T190 client may send are accepted and not kept."""
+    """Request-context and derived fields such a client may send are accepted and not kept."""
     extra = {
         "user_agent": "spoofed",
         "referrer": "https://x.example",
@@ -515,7 +529,7 @@ def test_known_harmless_extra_fields_are_ignored(
     assert all(f[b"user_agent"] == b"testclient" for _, f in entries)
 
 
-_T190_REJECTIONS: list[tuple[str, dict[str, Any], str]] = [
+REPORT_REJECTIONS: list[tuple[str, dict[str, Any], str]] = [
     (VIEW, view(video_id=None), "video_id"),
     (VIEW, view(session_id=None), "session_id"),
     (VIEW, view(video_duration_seconds=None), "video_duration_seconds"),
@@ -542,10 +556,10 @@ _T190_REJECTIONS: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(
     ("path", "body", "field"),
-    _T190_REJECTIONS,
-    ids=[f"{r[0].rsplit('-', 1)[-1]}-{r[2]}-{i}" for i, r in enumerate(_T190_REJECTIONS)],
+    REPORT_REJECTIONS,
+    ids=[f"{r[0].rsplit('-', 1)[-1]}-{r[2]}-{i}" for i, r in enumerate(REPORT_REJECTIONS)],
 )
-def test_t190_body_breaking_its_rules_is_422_naming_the_field(
+def test_report_route_body_breaking_its_rules_is_422_naming_the_field(
     ingest: TestClient,
     redis_client: redis.Redis,
     settings: Settings,
@@ -568,7 +582,7 @@ def test_t190_body_breaking_its_rules_is_422_naming_the_field(
 @pytest.mark.parametrize(
     ("body", "status"), [(b"nope", 400), (b"[{}]", 422), (b"null", 422), (b"{}", 422)]
 )
-def test_t190_body_that_is_not_a_json_object_is_a_json_error(
+def test_report_route_body_that_is_not_a_json_object_is_a_json_error(
     ingest: TestClient, path: str, body: bytes, status: int
 ) -> None:
     """Bodies that are not one JSON object, or an empty one, answer a JSON error, never a 500."""
@@ -576,7 +590,7 @@ def test_t190_body_that_is_not_a_json_object_is_a_json_error(
 
 
 @pytest.mark.parametrize("path", [VIEW, PROGRESS])
-def test_t190_route_with_redis_unreachable_is_503_with_retry_after(
+def test_report_route_with_redis_unreachable_is_503_with_retry_after(
     make_client: ClientFactory, path: str
 ) -> None:
     """No Redis: 503 + Retry-After, whether the session lookup or the append fails."""
@@ -587,7 +601,7 @@ def test_t190_route_with_redis_unreachable_is_503_with_retry_after(
     assert response.headers["retry-after"]
 
 
-def test_t190_session_reaches_the_tables_without_played_ranges(
+def test_report_route_session_reaches_the_tables_without_played_ranges(
     ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
 ) -> None:
     """Through the processors: view, counts, position, completion; no coverage, no heatmap views."""

@@ -105,8 +105,13 @@ def test_every_key_but_the_streams_expires_within_its_ttl(
             body = {"events": [make_event("milestone", viewer_id=f"viewer-{n}", milestone=25)]}
             assert ingest.post("/v1/events", json=body).status_code == 202
             now = int(time.time())
-            seed = {"videoId": "v", "event": "watched_50_percent", "ts": now, "userId": f"u{n}"}
-            assert ingest.post("/analytics", json=seed).status_code == 202
+            watched50 = {
+                "videoId": "v",
+                "event": "watched_50_percent",
+                "ts": now,
+                "userId": f"u{n}",
+            }
+            assert ingest.post("/analytics", json=watched50).status_code == 202
             view = {"video_id": "v", "session_id": f"s-{n}", "video_duration_seconds": 60}
             assert ingest.post("/api/analytics/video-view", json=view).status_code == 202
     prefix = settings.stream
