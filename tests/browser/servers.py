@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
+from dashboard.app import create_app as create_dashboard
 from ingest.app import create_app
 from ingest.server import uvicorn_options
 from vidpulse.settings import Settings
@@ -153,3 +154,10 @@ class LiveIngest:
         # Nothing listens any more: connections are refused, as when an ingest is down.
         with socket.socket() as probe:
             assert probe.connect_ex((HOST, self.port)) != 0
+
+
+class LiveDashboard(LiveIngest):
+    """The dashboard app (`dashboard.app.create_app`) served by uvicorn on its own port."""
+
+    def make_app(self) -> ASGIApp:
+        return create_dashboard(self.settings)

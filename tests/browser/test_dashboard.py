@@ -22,13 +22,11 @@ import redis
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp
 
-from dashboard.app import create_app as create_dashboard
 from dashboard.formats import clock, hours, pct
 from processors.registry import PROCESSORS
 from tests.browser.chromium import Tab, eventually
-from tests.browser.servers import LiveIngest
+from tests.browser.servers import LiveDashboard
 from tests.factories import run_burst
 from vidpulse.audience import Session, generate_audience
 from vidpulse.events import now_ms
@@ -55,13 +53,6 @@ document.addEventListener("securitypolicyviolation",
 const consoleError = console.error.bind(console);
 console.error = (...args) => { note("console", args.join(" ")); consoleError(...args); };
 """
-
-
-class LiveDashboard(LiveIngest):
-    """The dashboard app (`dashboard.app.create_app`) served by uvicorn on its own port."""
-
-    def make_app(self) -> ASGIApp:
-        return create_dashboard(self.settings)
 
 
 @pytest.fixture

@@ -56,7 +56,10 @@ def accepted_ids(body: Any, answer: dict[str, Any]) -> set[str]:
 
 
 def fuzz(
-    operation: schemathesis.APIOperation, base_url: str, examples: int
+    operation: schemathesis.APIOperation,
+    base_url: str,
+    examples: int,
+    headers: dict[str, str] | None = None,
 ) -> list[tuple[schemathesis.Case, Any]]:
     """(case, response) of `examples` derandomized cases, valid and invalid, sent to the server."""
     calls: list[tuple[schemathesis.Case, Any]] = []
@@ -73,7 +76,7 @@ def fuzz(
     )
     @given(case=cases)
     def send(case: schemathesis.Case) -> None:
-        calls.append((case, case.call(base_url=base_url, timeout=10)))
+        calls.append((case, case.call(base_url=base_url, timeout=10, headers=headers)))
 
     send()
     return calls
