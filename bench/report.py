@@ -38,7 +38,8 @@ class Row:
             ratio = f"{self.ratio:.1f}x"
         else:
             ratio = f"{self.ratio:.2f}"
-        return [self.figure, value, base, ratio, self.target, "pass" if self.passed else "MISS"]
+        verdict = "" if self.target == "(reported)" else "pass" if self.passed else "MISS"
+        return [self.figure, value, base, ratio, self.target, verdict]
 
 
 HEADER = ["figure", "measured", "baseline (same run)", "ratio", "target", ""]
