@@ -185,6 +185,30 @@ def test_retry_after_a_503_that_did_append_is_counted_once(
     assert db.execute("SELECT plays FROM video_metrics").fetchall() == [(1,)]
 
 
+def test_milestone_whose_reply_is_lost_has_its_key_and_its_entry_together(
+    make_settings: Any, redis_client: redis.Redis
+) -> None:
+    """Reply lost after a milestone's append: key and entry both there; the retry is a duplicate."""
+    settings = make_settings()
+    proxy = ReplyDroppingProxy(settings.redis_url)
+    try:
+        app = create_app(make_settings(redis_url=proxy.url))
+        with TestClient(app, headers={"user-agent": BROWSER_UA}) as client:
+            assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+            milestone = make_event("milestone", milestone=25)
+            proxy.drop_replies.set()
+            assert client.post("/v1/events", json=[make_event(), milestone]).status_code == 503
+            assert proxy.dropped.is_set()
+            assert redis_client.xlen(settings.stream) == 3
+            assert len(redis_client.keys(f"{settings.stream}:dedupe:*")) == 1
+            proxy.drop_replies.clear()
+            again = client.post("/v1/events", json=milestone).json()
+            assert (again["accepted"], again["duplicates"]) == (0, 1)
+    finally:
+        proxy.close()
+    assert redis_client.xlen(settings.stream) == 3
+
+
 # -- origins and content types ---------------------------------------------------------
 
 
