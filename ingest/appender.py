@@ -199,7 +199,9 @@ class Appender:
         ttl = str(self._ttl).encode()
         pack = _pack
         packed: list[bytes] = []
+        count = 1  # commands sent: the closing XLEN
         if load:
+            count += 1
             packed.append(pack(("SCRIPT", "LOAD", _MILESTONE_LUA)))
         for batch in batches:
             fields: tuple[bytes, ...] = (b"received_at", str(batch.received_at_ms).encode())
@@ -207,27 +209,23 @@ class Appender:
                 fields += (b"user_agent", batch.user_agent)
             if batch.referer:
                 fields += (b"referer", batch.referer)
+            # A plain XADD is its batch's head, the event's JSON, then the batch's fields,
+            # so only the JSON's bulk string is encoded per event.
+            head = b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$5\r\nevent\r\n" % (
+                5 + len(fields),
+                len(stream),
+                stream,
+            )
+            tail = b"".join(b"\r\n$%d\r\n%s" % (len(f), f) for f in fields) + b"\r\n"
             for dedupe, event_json in batch.events:
+                count += 1
                 if dedupe:
-                    packed.append(
-                        pack(
-                            (
-                                b"EVALSHA",
-                                self._sha,
-                                b"2",
-                                stream,
-                                dedupe,
-                                ttl,
-                                b"event",
-                                event_json,
-                                *fields,
-                            )
-                        )
-                    )
+                    script = (self._sha, b"2", stream, dedupe, ttl, b"event", event_json)
+                    packed.append(pack((b"EVALSHA", *script, *fields)))
                 else:
-                    packed.append(pack((b"XADD", stream, b"*", b"event", event_json, *fields)))
+                    packed += (head, b"$%d\r\n" % len(event_json), event_json, tail)
         packed.append(pack((b"XLEN", stream)))
-        replies = await self._roundtrip(b"".join(packed), len(packed))
+        replies = await self._roundtrip(b"".join(packed), count)
         if load:
             self._loaded = not isinstance(replies[0], Exception)
             replies = replies[1:]
