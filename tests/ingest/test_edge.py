@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -151,28 +152,35 @@ class ReplyDroppingProxy:
             sock.close()
 
 
-def test_retry_after_a_503_that_did_append_is_counted_once(
-    make_settings: Any, redis_client: redis.Redis, db: psycopg.Connection[Any]
-) -> None:
-    """Redis appends but its reply is lost: 503; the client's retry is a duplicate, one play."""
+@contextlib.contextmanager
+def through_proxy(make_settings: Any) -> Iterator[tuple[TestClient, ReplyDroppingProxy, Settings]]:
+    """An ingest client whose Redis connections go through a ReplyDroppingProxy."""
     settings = make_settings()
     proxy = ReplyDroppingProxy(settings.redis_url)
     try:
         app = create_app(make_settings(redis_url=proxy.url))
         with TestClient(app, headers={"user-agent": BROWSER_UA}) as client:
-            # The first call loads the append script; later ones only name it.
-            assert client.post("/v1/events", json=make_event("pause")).status_code == 202
-            play = make_event("play", event_id=None)
-            proxy.drop_replies.set()
-            lost = client.post("/v1/events", json=play)
-            assert lost.status_code == 503
-            assert "retry" in lost.json()["error"]
-            assert proxy.dropped.is_set()
-            assert redis_client.xlen(settings.stream) == 2  # it was appended all the same
-            proxy.drop_replies.clear()
-            assert client.post("/v1/events", json=play).status_code == 202
+            yield client, proxy, settings
     finally:
         proxy.close()
+
+
+def test_retry_after_a_503_that_did_append_is_counted_once(
+    make_settings: Any, redis_client: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    """Redis appends but its reply is lost: 503; the client's retry is a duplicate, one play."""
+    with through_proxy(make_settings) as (client, proxy, settings):
+        # The first call loads the append script; later ones only name it.
+        assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+        play = make_event("play", event_id=None)
+        proxy.drop_replies.set()
+        lost = client.post("/v1/events", json=play)
+        assert lost.status_code == 503
+        assert "retry" in lost.json()["error"]
+        assert proxy.dropped.is_set()
+        assert redis_client.xlen(settings.stream) == 2  # it was appended all the same
+        proxy.drop_replies.clear()
+        assert client.post("/v1/events", json=play).status_code == 202
     assert redis_client.xlen(settings.stream) == 3
     for name in ("raw", "metrics"):
         run_burst(settings, name)
@@ -189,23 +197,17 @@ def test_milestone_whose_reply_is_lost_has_its_key_and_its_entry_together(
     make_settings: Any, redis_client: redis.Redis
 ) -> None:
     """Reply lost after a milestone's append: key and entry both there; the retry is a duplicate."""
-    settings = make_settings()
-    proxy = ReplyDroppingProxy(settings.redis_url)
-    try:
-        app = create_app(make_settings(redis_url=proxy.url))
-        with TestClient(app, headers={"user-agent": BROWSER_UA}) as client:
-            assert client.post("/v1/events", json=make_event("pause")).status_code == 202
-            milestone = make_event("milestone", milestone=25)
-            proxy.drop_replies.set()
-            assert client.post("/v1/events", json=[make_event(), milestone]).status_code == 503
-            assert proxy.dropped.is_set()
-            assert redis_client.xlen(settings.stream) == 3
-            assert len(redis_client.keys(f"{settings.stream}:dedupe:*")) == 1
-            proxy.drop_replies.clear()
-            again = client.post("/v1/events", json=milestone).json()
-            assert (again["accepted"], again["duplicates"]) == (0, 1)
-    finally:
-        proxy.close()
+    with through_proxy(make_settings) as (client, proxy, settings):
+        assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+        milestone = make_event("milestone", milestone=25)
+        proxy.drop_replies.set()
+        assert client.post("/v1/events", json=[make_event(), milestone]).status_code == 503
+        assert proxy.dropped.is_set()
+        assert redis_client.xlen(settings.stream) == 3
+        assert len(redis_client.keys(f"{settings.stream}:dedupe:*")) == 1
+        proxy.drop_replies.clear()
+        again = client.post("/v1/events", json=milestone).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 1)
     assert redis_client.xlen(settings.stream) == 3
 
 
