@@ -32,6 +32,7 @@ import structlog
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger("vidpulse.ingest")
 
@@ -269,13 +270,17 @@ class Appender:
                 raise RedisConnectionError("the appender's connection is closed")
             reader = hiredis.Reader(replyError=ResponseError)
             replies: list[Any] = []
-            while len(replies) < count:
-                data = await stream.read(_READ_SIZE)
-                if not data:
-                    raise RedisConnectionError("Redis closed the connection mid-reply")
-                reader.feed(data)
-                while (reply := reader.gets()) is not False:
-                    replies.append(reply)
+            try:
+                async with asyncio.timeout(conn.socket_timeout):
+                    while len(replies) < count:
+                        data = await stream.read(_READ_SIZE)
+                        if not data:
+                            raise RedisConnectionError("Redis closed the connection mid-reply")
+                        reader.feed(data)
+                        while (reply := reader.gets()) is not False:
+                            replies.append(reply)
+            except TimeoutError:
+                raise RedisTimeoutError("Redis did not answer the append in time") from None
             return replies
         except BaseException:
             # A reply may still be on its way: this connection is done with.

@@ -115,6 +115,7 @@ class ReplyDroppingProxy:
         self.upstream = (parts.get("host", "localhost"), int(parts.get("port", 6379)))
         self.db = int(parts.get("db", 0))
         self.drop_replies = threading.Event()
+        self.withhold_replies = threading.Event()  # read them, pass none on, stay open
         self.dropped = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -143,6 +144,9 @@ class ReplyDroppingProxy:
                 if replies and self.drop_replies.is_set():
                     self.dropped.set()
                     break
+                if replies and self.withhold_replies.is_set():
+                    self.dropped.set()
+                    continue
                 dst.sendall(data)
         except OSError:
             pass
@@ -209,6 +213,20 @@ def test_milestone_whose_reply_is_lost_has_its_key_and_its_entry_together(
         again = client.post("/v1/events", json=milestone).json()
         assert (again["accepted"], again["duplicates"]) == (0, 1)
     assert redis_client.xlen(settings.stream) == 3
+
+
+def test_redis_that_stops_answering_is_503_not_a_hang(
+    make_settings: Any, redis_client: redis.Redis
+) -> None:
+    """Redis runs the append but no reply ever comes: the request gets 503 after the timeout."""
+    with through_proxy(make_settings) as (client, proxy, settings):
+        assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+        proxy.withhold_replies.set()
+        withheld = client.post("/v1/events", json=make_event())
+        assert withheld.status_code == 503
+        assert "retry" in withheld.json()["error"]
+        assert proxy.dropped.is_set()
+        assert redis_client.xlen(settings.stream) == 2
 
 
 # -- origins and content types ---------------------------------------------------------
