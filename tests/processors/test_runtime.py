@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,11 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def logged(logs: Sequence[Mapping[str, Any]], event: str, text: str = "") -> int:
+    """How many captured log lines are `event`, with `text` in their error when given."""
+    return sum(e["event"] == event and text in str(e.get("error", "")) for e in logs[:])
 
 
 def count(db: psycopg.Connection[Any], table: str) -> int:
@@ -628,11 +633,14 @@ def test_postgresql_refusing_connections_delays_but_loses_nothing(
     wait_for(lambda: count(db, "video_events") == 10, "the first events to land")
 
     later = [make_event("pause") for _ in range(200)]
-    with database_refusing_connections(settings.database_url, keep=db):
+    with capture_logs() as logs, database_refusing_connections(settings.database_url, keep=db):
         for chunk in (later[:100], later[100:]):
             assert ingest.post("/v1/events", json=chunk).json()["accepted"] == 100
         wait_for(lambda: bool(pending_ids(redis_client, settings)), "the consumer to read")
-        time.sleep(0.5)  # let it retry against the refusing database for a while
+        wait_for(
+            lambda: logged(logs, "database_unavailable") >= 2,
+            "the consumer to be refused twice while its batch waits",
+        )
         info = group_info(redis_client, settings)
         assert info["pending"] > 0
         assert info["pending"] + info["lag"] == 200, (
@@ -683,10 +691,19 @@ def test_read_only_database_delays_but_dead_letters_nothing(
     wait_for(lambda: count(db, "video_events") == 10, "the first events to land")
 
     later = [make_event("pause") for _ in range(30)]
-    with database_read_only(settings.database_url, keep=db):
+    with capture_logs() as logs, database_read_only(settings.database_url, keep=db):
         append_raw(redis_client, settings.stream, later)
         wait_for(lambda: bool(pending_ids(redis_client, settings)), "the consumer to read")
-        time.sleep(1.0)  # many times claim_idle_ms: a poison would be dead-lettered by now
+        # More attempts than max_deliveries: taken for poison, the batch would be
+        # dead-lettered by now (an isolation counts as an attempt too).
+        wait_for(
+            lambda: (
+                logged(logs, "database_error", "read-only") + logged(logs, "batch_isolated")
+                > settings.max_deliveries
+                or bool(dead_letters(redis_client, settings))
+            ),
+            "the batch to be tried more often than max_deliveries against the read-only node",
+        )
         assert dead_letters(redis_client, settings) == []
         assert count(db, "video_events") == 10
 
@@ -778,15 +795,27 @@ def test_redis_going_away_delays_but_loses_nothing(
     settings = make_settings(batch_size=100, redis_url=redis_proxy.url)
     events = backlog(10_000)
     append_raw(redis_client, settings.stream, events)
-    thread = start_consumer(settings, "through-proxy")
-    wait_for(lambda: count(db, "video_events") >= 500, "the consumer to start applying")
+    with capture_logs() as logs:
+        thread = start_consumer(settings, "through-proxy")
+        wait_for(lambda: count(db, "video_events") >= 500, "the consumer to start applying")
 
-    redis_proxy.cut()
-    time.sleep(1.0)  # the outage
-    wait_for(lambda: not others_in_transaction(db), "the batch in flight to end")
-    during = count(db, "video_events")
-    time.sleep(0.5)
-    assert count(db, "video_events") == during, "the consumer applied events without Redis"
+        redis_proxy.cut()
+        # A Redis call has failed three times running (retry_in_s 0.2, 0.4, 0.8): the
+        # consumer is past the batch in flight and held at Redis.
+        wait_for(
+            lambda: any(
+                e["event"] == "redis_unavailable" and e["retry_in_s"] >= 0.8 for e in logs[:]
+            ),
+            "the consumer to retry Redis three times running",
+        )
+        wait_for(lambda: not others_in_transaction(db), "the batch in flight to end")
+        during = count(db, "video_events")
+        retried = logged(logs, "redis_unavailable")
+        wait_for(
+            lambda: logged(logs, "redis_unavailable") > retried,
+            "another attempt on Redis after the count",
+        )
+        assert count(db, "video_events") == during, "the consumer applied events without Redis"
     assert during < len(events)
     assert thread.is_alive()
     later = [make_event("play") for _ in range(5)]
@@ -881,20 +910,24 @@ def test_sigterm_while_redis_is_away_exits_0_and_nothing_is_applied_twice(
     settings = make_settings(batch_size=200, redis_url=redis_proxy.url, log_level="warning")
     events = backlog(10_000)
     append_raw(redis_client, settings.stream, events)
-    with (tmp_path / "cut-off.log").open("w") as log:
+    log_path = tmp_path / "cut-off.log"
+    with log_path.open("w") as log:
         proc = start_vidpulse(
             "process", "raw", "--consumer", "cut-off", env=settings_env(settings), log=log
         )
         try:
             wait_for(lambda: mid_batch(db, 1000), "the processor to be mid-batch")
             redis_proxy.cut()
-            time.sleep(0.5)  # the processor meets the outage
+            wait_for(
+                lambda: "redis_unavailable" in log_path.read_text(),
+                "the processor to meet the outage",
+            )
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)
         finally:
             proc.kill()
             proc.wait(timeout=30)
-    assert code == 0, (tmp_path / "cut-off.log").read_text()[-3000:]
+    assert code == 0, log_path.read_text()[-3000:]
     assert count(db, "video_events") < len(events)
 
     direct = settings_env(make_settings(batch_size=2000))
