@@ -3,21 +3,26 @@
 Concurrent requests hand their events to one `Appender`; while one round trip to
 Redis is in flight, the events of the requests arriving meanwhile gather, and go
 together in the next one. Each request is answered only once its own events are in
-the stream. The dedupe key and the XADD of an event happen in one Lua script, so a
-crash cannot leave a dedupe key without its event.
+the stream.
 
-The events of a round trip travel as two script arguments, a layout of numbers and
-one blob of bytes, rather than five arguments per event, and go over one of the
-client's pooled connections as one command packed by hiredis: redis-py's generic
-command path (argument packing in Python, retries, hooks) cost about ten times the
-round trip itself, and it ran once per group of requests on the ingest's hot path.
+A round trip is one pipeline (no transaction), in request order: a plain XADD per
+event, except a milestone, whose dedupe key (SET NX EX) and XADD happen in one call
+of a small Lua script, so a crash cannot leave a dedupe key without its event. The
+pipeline ends with an XLEN: the backlog mark (VIDPULSE_MAX_STREAM_LENGTH) is soft,
+checked once a round against the length the previous round saw; while that is over
+the mark, a round first asks XLEN again and is refused (503) when it still is.
+
+The commands are packed by hiredis and their replies parsed by a hiredis reader of
+the appender's own, over one of the client's pooled connections: redis-py's generic
+command path (argument packing in Python, retries, hooks, a timeout context per
+reply) cost far more than the round trip itself, on the ingest's hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,75 +30,32 @@ import hiredis
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger("vidpulse.ingest")
 
-# KEYS[1] stream. ARGV[1] backlog limit, ARGV[2] dedupe TTL, ARGV[3] layout, ARGV[4] blob.
-# The layout is comma-separated: per request "received_at,ua_len,referer_len,count",
-# then per event of it "dedupe_len,event_len". The blob holds, in the same order, each
-# request's user agent and referer, then each event's dedupe key ('' when none) and
-# JSON. Returns -1 when the stream's backlog is over the limit (nothing appended),
-# else one 1 (appended) or 0 (duplicate milestone) per event.
-_APPEND_LUA = """
-local stream = KEYS[1]
-if redis.call('XLEN', stream) >= tonumber(ARGV[1]) then
-    return -1
-end
-local ttl = ARGV[2]
-local blob = ARGV[4]
-local sub = string.sub
-local layout = {}
-for v in string.gmatch(ARGV[3], '[^,]+') do
-    layout[#layout + 1] = v
-end
-local out = {}
-local n = 0
-local pos = 1
-local i = 1
-while i <= #layout do
-    local received_at = layout[i]
-    local ua_len = tonumber(layout[i + 1])
-    local ref_len = tonumber(layout[i + 2])
-    local count = tonumber(layout[i + 3])
-    i = i + 4
-    local ua = sub(blob, pos, pos + ua_len - 1)
-    pos = pos + ua_len
-    local ref = sub(blob, pos, pos + ref_len - 1)
-    pos = pos + ref_len
-    local fields = {'event', '', 'received_at', received_at}
-    if ua_len > 0 then
-        fields[#fields + 1] = 'user_agent'
-        fields[#fields + 1] = ua
+# KEYS[1] stream, KEYS[2] the milestone's dedupe key. ARGV[1] dedupe TTL, ARGV[2..] the
+# entry's fields. Returns 1 (appended) or 0 (a duplicate milestone: nothing appended);
+# when the XADD fails, the key is removed again and the error returned (Lua does not
+# roll back), so a dedupe key never stays without its event.
+_MILESTONE_LUA = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+    local added = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, 2))
+    if type(added) == 'table' and added.err then
+        redis.call('DEL', KEYS[2])
+        return added
     end
-    if ref_len > 0 then
-        fields[#fields + 1] = 'referer'
-        fields[#fields + 1] = ref
-    end
-    for _ = 1, count do
-        local dedupe_len = tonumber(layout[i])
-        local event_len = tonumber(layout[i + 1])
-        i = i + 2
-        local fresh = true
-        if dedupe_len > 0 then
-            fresh = redis.call('SET', sub(blob, pos, pos + dedupe_len - 1), '1', 'NX', 'EX', ttl)
-            pos = pos + dedupe_len
-        end
-        n = n + 1
-        if fresh then
-            fields[2] = sub(blob, pos, pos + event_len - 1)
-            redis.call('XADD', stream, '*', unpack(fields))
-            out[n] = 1
-        else
-            out[n] = 0
-        end
-        pos = pos + event_len
-    end
+    return 1
 end
-return out
+return 0
 """
-# Bounds one script call (and so how long Redis is busy with it, and the reply size).
+# Bounds one round trip (and so how long Redis is busy with it, and the reply size).
 _MAX_EVENTS_PER_CALL = 2000
+_READ_SIZE = 1 << 16
+# hiredis's stub types a command as a one-element tuple.
+_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 
 class Backpressure(Exception):
@@ -132,7 +94,9 @@ class Appender:
     ) -> None:
         self._redis = redis
         self._conn: AbstractConnection | None = None
-        self._sha = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
+        self._sha = hashlib.sha1(_MILESTONE_LUA.encode()).hexdigest().encode()
+        self._loaded = False  # the script is known to the connection's Redis
+        self._length: int | None = None  # the stream's length after the last round
         self._stream = stream
         self._max_backlog = max_backlog
         self._ttl = dedupe_ttl_seconds
@@ -193,10 +157,16 @@ class Appender:
                             future.set_exception(exc)
                     continue
                 offset = 0
-                for _, count, future in group:
-                    if not future.done():
-                        future.set_result(results[offset : offset + count])
-                    offset += count
+                for batches, _, future in group:
+                    mine = results[offset : offset + len(batches)]
+                    offset += len(batches)
+                    error = next((r for r in mine if isinstance(r, Exception)), None)
+                    if future.done():
+                        continue
+                    if error is not None:  # not known appended, whole: 503, and a retry
+                        future.set_exception(error)
+                    else:
+                        future.set_result([ok for r in mine for ok in r])  # type: ignore[union-attr]
         finally:
             self._flusher = None
 
@@ -211,53 +181,107 @@ class Appender:
         group, self._waiting = self._waiting[:cut], self._waiting[cut:]
         return group
 
-    async def _call(self, batches: list[Batch]) -> list[bool]:
-        layout: list[str] = []
-        blob: list[bytes] = []
-        for batch in batches:
-            layout.append(
-                f"{batch.received_at_ms},{len(batch.user_agent)},{len(batch.referer)},"
-                f"{len(batch.events)}"
-            )
-            blob.append(batch.user_agent)
-            blob.append(batch.referer)
-            for dedupe, event_json in batch.events:
-                layout.append(f"{len(dedupe)},{len(event_json)}")
-                if dedupe:
-                    blob.append(dedupe)
-                blob.append(event_json)
-        reply = await self._run_script(
-            (self._stream, self._max_backlog, self._ttl, ",".join(layout), b"".join(blob))
-        )
-        if reply == -1:
-            raise Backpressure(self._stream)
-        return [r == 1 for r in reply]
+    async def _call(self, batches: list[Batch]) -> list[list[bool] | Exception]:
+        """One round trip for `batches`: per batch, its per-event results or its error.
 
-    async def _run_script(self, keys_and_args: tuple[Any, ...]) -> Any:
-        """EVALSHA the append script (EVAL when Redis does not know it).
+        Raises (for every batch) Backpressure, or the error that left the round's
+        outcome unknown (the connection failed before every reply was read).
+        """
+        if self._length is None or self._length >= self._max_backlog:
+            (length,) = await self._roundtrip(_pack(("XLEN", self._stream)), 1)
+            if isinstance(length, Exception):
+                raise length
+            self._length = length
+            if length >= self._max_backlog:
+                raise Backpressure(self._stream)
+        await self._connection()
+        load = not self._loaded
+        stream = self._stream.encode()
+        ttl = str(self._ttl).encode()
+        pack = _pack
+        packed: list[bytes] = []
+        count = 1  # commands sent: the closing XLEN
+        if load:
+            count += 1
+            packed.append(pack(("SCRIPT", "LOAD", _MILESTONE_LUA)))
+        for batch in batches:
+            fields: tuple[bytes, ...] = (b"received_at", str(batch.received_at_ms).encode())
+            if batch.user_agent:
+                fields += (b"user_agent", batch.user_agent)
+            if batch.referer:
+                fields += (b"referer", batch.referer)
+            # A plain XADD is its batch's head, the event's JSON, then the batch's fields,
+            # so only the JSON's bulk string is encoded per event.
+            head = b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$5\r\nevent\r\n" % (
+                5 + len(fields),
+                len(stream),
+                stream,
+            )
+            tail = b"".join(b"\r\n$%d\r\n%s" % (len(f), f) for f in fields) + b"\r\n"
+            for dedupe, event_json in batch.events:
+                count += 1
+                if dedupe:
+                    script = (self._sha, b"2", stream, dedupe, ttl, b"event", event_json)
+                    packed.append(pack((b"EVALSHA", *script, *fields)))
+                else:
+                    packed += (head, b"$%d\r\n" % len(event_json), event_json, tail)
+        packed.append(pack((b"XLEN", stream)))
+        replies = await self._roundtrip(b"".join(packed), count)
+        if load:
+            self._loaded = not isinstance(replies[0], Exception)
+            replies = replies[1:]
+        self._length = replies[-1] if isinstance(replies[-1], int) else None
+        results: list[list[bool] | Exception] = []
+        at = 0
+        for batch in batches:
+            mine = replies[at : at + len(batch.events)]
+            at += len(batch.events)
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is None:
+                results.append([r != 0 for r in mine])
+                continue
+            if "NOSCRIPT" in str(error):
+                self._loaded = False
+            log.warning("append_failed", error=str(error))
+            results.append(ResponseError(str(error)))
+        return results
+
+    async def _connection(self) -> AbstractConnection:
+        """The appender's own connection (a new one may not know the script yet)."""
+        if self._conn is None:
+            self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            self._loaded = False
+        return self._conn
+
+    async def _roundtrip(self, packed: bytes, count: int) -> list[Any]:
+        """Send `packed` and read `count` replies (error replies as exceptions, in place).
 
         The appender keeps one connection of the client's pool for itself (only one
         round trip is ever in flight), so no per-call checkout and its health checks.
         No retry here: a failed call fails its requests with 503 and their clients
         retry, which cannot append an event twice behind a 202 the way a blind resend
-        could.
+        could (the event ids deduplicate a retry downstream).
         """
-        if self._conn is None:
-            self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        conn = self._conn
+        conn = await self._connection()
         try:
-            await conn.send_packed_command(
-                hiredis.pack_command(("EVALSHA", self._sha, 1, *keys_and_args)),
-                check_health=False,
-            )
+            await conn.send_packed_command(packed, check_health=False)
+            stream = conn._reader
+            if stream is None:
+                raise RedisConnectionError("the appender's connection is closed")
+            reader = hiredis.Reader(replyError=ResponseError)
+            replies: list[Any] = []
             try:
-                return await conn.read_response()
-            except NoScriptError:
-                await conn.send_packed_command(
-                    hiredis.pack_command(("EVAL", _APPEND_LUA, 1, *keys_and_args)),
-                    check_health=False,
-                )
-                return await conn.read_response()
+                async with asyncio.timeout(conn.socket_timeout):
+                    while len(replies) < count:
+                        data = await stream.read(_READ_SIZE)
+                        if not data:
+                            raise RedisConnectionError("Redis closed the connection mid-reply")
+                        reader.feed(data)
+                        while (reply := reader.gets()) is not False:
+                            replies.append(reply)
+            except TimeoutError:
+                raise RedisTimeoutError("Redis did not answer the append in time") from None
+            return replies
         except BaseException:
             # A reply may still be on its way: this connection is done with.
             self._conn = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -114,6 +115,7 @@ class ReplyDroppingProxy:
         self.upstream = (parts.get("host", "localhost"), int(parts.get("port", 6379)))
         self.db = int(parts.get("db", 0))
         self.drop_replies = threading.Event()
+        self.withhold_replies = threading.Event()  # read them, pass none on, stay open
         self.dropped = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -142,6 +144,9 @@ class ReplyDroppingProxy:
                 if replies and self.drop_replies.is_set():
                     self.dropped.set()
                     break
+                if replies and self.withhold_replies.is_set():
+                    self.dropped.set()
+                    continue
                 dst.sendall(data)
         except OSError:
             pass
@@ -151,28 +156,35 @@ class ReplyDroppingProxy:
             sock.close()
 
 
-def test_retry_after_a_503_that_did_append_is_counted_once(
-    make_settings: Any, redis_client: redis.Redis, db: psycopg.Connection[Any]
-) -> None:
-    """Redis appends but its reply is lost: 503; the client's retry is a duplicate, one play."""
+@contextlib.contextmanager
+def through_proxy(make_settings: Any) -> Iterator[tuple[TestClient, ReplyDroppingProxy, Settings]]:
+    """An ingest client whose Redis connections go through a ReplyDroppingProxy."""
     settings = make_settings()
     proxy = ReplyDroppingProxy(settings.redis_url)
     try:
         app = create_app(make_settings(redis_url=proxy.url))
         with TestClient(app, headers={"user-agent": BROWSER_UA}) as client:
-            # The first call loads the append script; later ones only name it.
-            assert client.post("/v1/events", json=make_event("pause")).status_code == 202
-            play = make_event("play", event_id=None)
-            proxy.drop_replies.set()
-            lost = client.post("/v1/events", json=play)
-            assert lost.status_code == 503
-            assert "retry" in lost.json()["error"]
-            assert proxy.dropped.is_set()
-            assert redis_client.xlen(settings.stream) == 2  # it was appended all the same
-            proxy.drop_replies.clear()
-            assert client.post("/v1/events", json=play).status_code == 202
+            yield client, proxy, settings
     finally:
         proxy.close()
+
+
+def test_retry_after_a_503_that_did_append_is_counted_once(
+    make_settings: Any, redis_client: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    """Redis appends but its reply is lost: 503; the client's retry is a duplicate, one play."""
+    with through_proxy(make_settings) as (client, proxy, settings):
+        # The first call loads the append script; later ones only name it.
+        assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+        play = make_event("play", event_id=None)
+        proxy.drop_replies.set()
+        lost = client.post("/v1/events", json=play)
+        assert lost.status_code == 503
+        assert "retry" in lost.json()["error"]
+        assert proxy.dropped.is_set()
+        assert redis_client.xlen(settings.stream) == 2  # it was appended all the same
+        proxy.drop_replies.clear()
+        assert client.post("/v1/events", json=play).status_code == 202
     assert redis_client.xlen(settings.stream) == 3
     for name in ("raw", "metrics"):
         run_burst(settings, name)
@@ -183,6 +195,38 @@ def test_retry_after_a_503_that_did_append_is_counted_once(
         ("play", 1),
     ]
     assert db.execute("SELECT plays FROM video_metrics").fetchall() == [(1,)]
+
+
+def test_milestone_whose_reply_is_lost_has_its_key_and_its_entry_together(
+    make_settings: Any, redis_client: redis.Redis
+) -> None:
+    """Reply lost after a milestone's append: key and entry both there; the retry is a duplicate."""
+    with through_proxy(make_settings) as (client, proxy, settings):
+        assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+        milestone = make_event("milestone", milestone=25)
+        proxy.drop_replies.set()
+        assert client.post("/v1/events", json=[make_event(), milestone]).status_code == 503
+        assert proxy.dropped.is_set()
+        assert redis_client.xlen(settings.stream) == 3
+        assert len(redis_client.keys(f"{settings.stream}:dedupe:*")) == 1
+        proxy.drop_replies.clear()
+        again = client.post("/v1/events", json=milestone).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 1)
+    assert redis_client.xlen(settings.stream) == 3
+
+
+def test_redis_that_stops_answering_is_503_not_a_hang(
+    make_settings: Any, redis_client: redis.Redis
+) -> None:
+    """Redis runs the append but no reply ever comes: the request gets 503 after the timeout."""
+    with through_proxy(make_settings) as (client, proxy, settings):
+        assert client.post("/v1/events", json=make_event("pause")).status_code == 202
+        proxy.withhold_replies.set()
+        withheld = client.post("/v1/events", json=make_event())
+        assert withheld.status_code == 503
+        assert "retry" in withheld.json()["error"]
+        assert proxy.dropped.is_set()
+        assert redis_client.xlen(settings.stream) == 2
 
 
 # -- origins and content types ---------------------------------------------------------

@@ -464,6 +464,40 @@ def test_stream_over_its_backpressure_mark_is_503_and_appends_nothing(
     assert len(entries(redis_client, settings)) == 2
 
 
+def test_backpressure_mark_is_soft_a_round_may_pass_it_the_next_is_refused(
+    make_client: ClientFactory, redis_client: redis.Redis
+) -> None:
+    """The mark is checked once a round: a round under it passes it whole, the next gets 503."""
+    client, settings = make_client(max_stream_length=3)
+    assert client.post("/v1/events", json=[make_event(), make_event()]).status_code == 202
+    five = [make_event() for _ in range(5)]
+    assert client.post("/v1/events", json=five).json()["accepted"] == 5
+    assert len(entries(redis_client, settings)) == 7
+    assert "retry" in error_of(client.post("/v1/events", json=make_event()), 503)
+    assert len(entries(redis_client, settings)) == 7
+    redis_client.xtrim(settings.stream, maxlen=0)
+    assert client.post("/v1/events", json=make_event()).status_code == 202  # seen again
+
+
+def test_milestone_whose_append_fails_keeps_no_dedupe_key(
+    make_client: ClientFactory, redis_client: redis.Redis
+) -> None:
+    """Dedupe and append are one step: a failed XADD takes its dedupe key back; retry appends."""
+    client, settings = make_client()
+    assert client.post("/v1/events", json=make_event()).status_code == 202
+    redis_client.delete(settings.stream)
+    redis_client.set(settings.stream, "not a stream")  # every XADD now fails (WRONGTYPE)
+    milestone = make_event("milestone", milestone=75)
+    failed = client.post("/v1/events", json=[make_event("play"), milestone])
+    assert "retry" in error_of(failed, 503)
+    assert redis_client.keys(f"{settings.stream}:dedupe:*") == []
+    redis_client.delete(settings.stream)
+    retried = client.post("/v1/events", json=[make_event("play"), milestone])
+    assert retried.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert len(redis_client.keys(f"{settings.stream}:dedupe:*")) == 1
+    assert len(entries(redis_client, settings)) == 2
+
+
 # -- CORS, health, tracker -------------------------------------------------------------
 
 
