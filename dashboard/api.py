@@ -25,7 +25,7 @@ from dashboard.data import pipeline as pipeline_data
 from dashboard.data import video as video_data
 from dashboard.data import videos as videos_data
 from dashboard.data import viewers as viewers_data
-from dashboard.data.videos import SORTS, BadCursor, VideoQuery
+from dashboard.data.videos import BadCursor
 from dashboard.openapi import document
 from dashboard.responses import ApiError, JSONResponse, bad_param, csv_response, wants_csv
 from vidpulse.keys import Keys
@@ -63,15 +63,7 @@ async def videos(request: Request) -> Response:
         q, ("sort", "order", "course_id", "include_preview", "q", "limit", "cursor", "format")
     )
     csv_wanted = wants_csv(request)
-    query = VideoQuery(
-        sort=params.choice(q, "sort", tuple(SORTS), "views"),
-        order=params.choice(q, "order", ("desc", "asc"), "desc"),
-        course_id=params.ident(q, "course_id"),
-        include_preview=params.boolean(q, "include_preview", False),
-        q=params.text(q, "q"),
-        limit=params.limit(q, 50),
-        cursor=params.text(q, "cursor"),
-    )
+    query = params.video_query(q, 50)
     if query.cursor is not None:
         try:
             videos_data.decode_cursor(query.cursor, query.sort, query.order)

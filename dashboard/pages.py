@@ -173,15 +173,7 @@ def _videos_url(request: Request, **query: Any) -> str:
 async def videos_page(request: Request) -> Response:
     """Every video: sortable by the API's sort keys, filtered, a page at a time (keyset)."""
     query_params = request.query_params
-    query = videos_data.VideoQuery(
-        sort=params.choice(query_params, "sort", tuple(videos_data.SORTS), "views"),
-        order=params.choice(query_params, "order", ("asc", "desc"), "desc"),
-        course_id=params.ident(query_params, "course_id"),
-        include_preview=params.boolean(query_params, "include_preview", False),
-        q=params.text(query_params, "q"),
-        limit=params.limit(query_params, VIDEOS_PER_PAGE),
-        cursor=params.text(query_params, "cursor"),
-    )
+    query = params.video_query(query_params, VIDEOS_PER_PAGE)
     filters = {
         "q": query.q or "",
         "course_id": query.course_id or "",

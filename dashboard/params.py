@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
+from dashboard.data.videos import SORTS, VideoQuery
 from dashboard.responses import ApiError, bad_param
 
 DEFAULT_DAYS = 30
@@ -102,3 +103,16 @@ def known_only(params: QueryParams, allowed: tuple[str, ...]) -> None:
     for name in params:
         if name not in allowed:
             raise ApiError(400, f"unknown parameter {name!r}; known: {', '.join(allowed)}")
+
+
+def video_query(q: QueryParams, default_limit: int) -> VideoQuery:
+    """The parameters of a videos listing, as the API and the videos page take them."""
+    return VideoQuery(
+        sort=choice(q, "sort", tuple(SORTS), "views"),
+        order=choice(q, "order", ("desc", "asc"), "desc"),
+        course_id=ident(q, "course_id"),
+        include_preview=boolean(q, "include_preview", False),
+        q=text(q, "q"),
+        limit=limit(q, default_limit),
+        cursor=text(q, "cursor"),
+    )
