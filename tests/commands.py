@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +50,26 @@ def start_vidpulse(*args: str, env: dict[str, str], log: IO[Any]) -> subprocess.
     return subprocess.Popen(
         [VIDPULSE, *args], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
+
+
+@contextmanager
+def running_vidpulse(
+    *args: str, env: dict[str, str], log: IO[Any]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`start_vidpulse`, and the process killed on the way out if it is still running."""
+    proc = start_vidpulse(*args, env=env, log=log)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def interrupt(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """Ctrl-C: SIGINT to `proc`; its exit code once it has stopped."""
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=timeout)
 
 
 def wait_for(check: Callable[[], Any], deadline_s: float, what: str) -> Any:

@@ -16,7 +16,14 @@ import psycopg
 import pytest
 import redis
 
-from tests.commands import run_vidpulse, settings_env, start_vidpulse, wait_for
+from tests.commands import (
+    interrupt,
+    run_vidpulse,
+    running_vidpulse,
+    settings_env,
+    start_vidpulse,
+    wait_for,
+)
 from tests.factories import make_event
 from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
@@ -36,27 +43,24 @@ def test_run_serves_processes_and_stops_on_sigint(
     """`vidpulse run` migrates, takes a beacon into video_events, and exits 0 on SIGINT."""
     port = free_port()
     log_path = tmp_path / "run.log"
-    with log_path.open("wb") as log:
-        proc = start_vidpulse("run", "--port", str(port), env=settings_env(settings), log=log)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for(lambda: _healthy(f"{base}/readyz"), 60, "the ingest to answer")
-            event = make_event("session_start")
-            response = httpx2.post(f"{base}/v1/events", json=event, timeout=10)
-            assert response.status_code == 202, response.text
-            wait_for(
-                lambda: db.execute(
-                    "SELECT 1 FROM video_events WHERE event_id = %s", (event["event_id"],)
-                ).fetchone(),
-                60,
-                "the event in video_events",
-            )
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    env = settings_env(settings)
+    with (
+        log_path.open("wb") as log,
+        running_vidpulse("run", "--port", str(port), env=env, log=log) as proc,
+    ):
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(f"{base}/readyz"), 60, "the ingest to answer")
+        event = make_event("session_start")
+        response = httpx2.post(f"{base}/v1/events", json=event, timeout=10)
+        assert response.status_code == 202, response.text
+        wait_for(
+            lambda: db.execute(
+                "SELECT 1 FROM video_events WHERE event_id = %s", (event["event_id"],)
+            ).fetchone(),
+            60,
+            "the event in video_events",
+        )
+        code = interrupt(proc)
     output = log_path.read_text(errors="replace")
     assert code == 0, output
     assert f"http://127.0.0.1:{port}/v1/events" in output

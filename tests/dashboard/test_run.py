@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx2
 
-from tests.commands import settings_env, start_vidpulse, wait_for
+from tests.commands import interrupt, running_vidpulse, settings_env, start_vidpulse, wait_for
 from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
 
@@ -28,29 +28,25 @@ def test_run_prints_the_dashboard_url_and_a_working_token(
     env = settings_env(settings, VIDPULSE_DASHBOARD_PORT=str(dash_port))
     env.pop("VIDPULSE_ADMIN_TOKENS", None)
     log_path = tmp_path / "run.log"
-    with log_path.open("wb") as log:
-        proc = start_vidpulse("run", "--port", str(port), env=env, log=log)
-        try:
-            url = wait_for(
-                lambda: re.search(r"dashboard: (http\S+) ", log_path.read_text()), 60, "its URL"
-            ).group(1)
-            token = wait_for(
-                lambda: re.search(r"dashboard: sign in .* with (\S+)", log_path.read_text()),
-                60,
-                "the token",
-            ).group(1)
-            assert url == f"http://127.0.0.1:{dash_port}/"
-            assert len(token) >= 32
-            api = f"{url}api/v1/overview"
-            good = {"Authorization": f"Bearer {token}"}
-            assert wait_for(lambda: _status(api, good), 60, "the dashboard") == 200
-            assert _status(api, {"Authorization": "Bearer " + "x" * 40}) == 401
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with (
+        log_path.open("wb") as log,
+        running_vidpulse("run", "--port", str(port), env=env, log=log) as proc,
+    ):
+        url = wait_for(
+            lambda: re.search(r"dashboard: (http\S+) ", log_path.read_text()), 60, "its URL"
+        ).group(1)
+        token = wait_for(
+            lambda: re.search(r"dashboard: sign in .* with (\S+)", log_path.read_text()),
+            60,
+            "the token",
+        ).group(1)
+        assert url == f"http://127.0.0.1:{dash_port}/"
+        assert len(token) >= 32
+        api = f"{url}api/v1/overview"
+        good = {"Authorization": f"Bearer {token}"}
+        assert wait_for(lambda: _status(api, good), 60, "the dashboard") == 200
+        assert _status(api, {"Authorization": "Bearer " + "x" * 40}) == 401
+        code = interrupt(proc)
     output = log_path.read_text(errors="replace")
     assert code == 0, output
     assert "Traceback" not in output, output
