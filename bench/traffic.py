@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from vidpulse.audience import Session, flatten, generate_audience
+from tools.audience import Session, flatten, generate_audience
 from vidpulse.events import now_ms, parse_event
 
 # The catalogue and audience every measurement draws from.

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from tests.factories import make_event, run_burst
 from vidpulse.agents import Agent, classify, is_crawler
-from vidpulse.audience import USER_AGENTS
+from tools.audience import USER_AGENTS
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 

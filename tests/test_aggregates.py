@@ -41,7 +41,7 @@ from processors.registry import PROCESSORS
 from tests import reference
 from tests.factories import run_burst
 from tests.reference import Arrival
-from vidpulse.audience import USER_AGENTS, Session, flatten, generate_audience
+from tools.audience import USER_AGENTS, Session, flatten, generate_audience
 from vidpulse.events import EVENT_TYPES, now_ms, parse_event
 from vidpulse.settings import Settings
 

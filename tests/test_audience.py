@@ -7,7 +7,7 @@ import random
 from collections import Counter, defaultdict
 
 from tests import reference
-from vidpulse.audience import flatten, generate_audience, generate_sessions
+from tools.audience import flatten, generate_audience, generate_sessions
 from vidpulse.events import now_ms, parse_event
 
 NOW = now_ms()

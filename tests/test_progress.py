@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 from tests.factories import make_event, run_burst
-from vidpulse.audience import USER_AGENTS
+from tools.audience import USER_AGENTS
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 

@@ -27,7 +27,7 @@ from tests.commands import (
 from tests.factories import make_event
 from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
-from vidpulse.supervisor import PipelineFailed, supervise
+from tools.supervisor import PipelineFailed, supervise
 
 
 def _healthy(url: str) -> bool:

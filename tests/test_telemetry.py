@@ -30,7 +30,7 @@ from tests.commands import run_vidpulse, settings_env, start_vidpulse
 from tests.factories import make_event, run_burst
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
-from vidpulse.supervisor import free_ports
+from tools.supervisor import free_ports
 from vidpulse.telemetry import PROCESSOR_OUTCOMES, metrics_registry
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -1,3 +1,3 @@
-from vidpulse.cli import main
+from tools.cli import main
 
 main()

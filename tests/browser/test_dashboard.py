@@ -28,7 +28,7 @@ from processors.registry import PROCESSORS
 from tests.browser.chromium import Tab, eventually
 from tests.browser.servers import LiveDashboard
 from tests.factories import run_burst
-from vidpulse.audience import Session, generate_audience
+from tools.audience import Session, generate_audience
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from dashboard.app import create_app
 from tests.factories import run_burst
-from vidpulse.audience import Session, generate_audience
+from tools.audience import Session, generate_audience
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 

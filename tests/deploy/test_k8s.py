@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from processors.registry import PROCESSORS
-from vidpulse.cli import build_parser, cmd_ingest, cmd_migrate, cmd_process
+from tools.cli import build_parser, cmd_ingest, cmd_migrate, cmd_process
 from vidpulse.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"

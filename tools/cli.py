@@ -140,7 +140,7 @@ def _metrics_server(settings: Settings, name: str, port: int | None, tries: int)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.supervisor import PipelineFailed, check_port_free, run_pipeline
+    from tools.supervisor import PipelineFailed, check_port_free, run_pipeline
 
     # No dashboard token configured: one for this run (its children inherit it).
     token = None if settings.admin_token_list else secrets.token_urlsafe(32)
@@ -301,7 +301,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.simulate import main_progress, simulate
+    from tools.simulate import main_progress, simulate
 
     # With --json, stdout carries only the report; the banner goes to stderr.
     print(
@@ -331,7 +331,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
-    from vidpulse.forget import BadViewerId, check_viewer_id, forget
+    from tools.forget import BadViewerId, check_viewer_id, forget
     from vidpulse.keys import Keys
 
     try:

@@ -1,6 +1,6 @@
 """`vidpulse simulate`: realistic tracker traffic at a steady event rate, to any ingest URL.
 
-Viewers come from `vidpulse.audience` (sessions of session_start, play, progress with
+Viewers come from `tools.audience` (sessions of session_start, play, progress with
 played ranges, pauses, seeks, milestones, completion...). Each request carries what a
 tracker on one page would send in one beacon: consecutive events of one session whose
 client times lie within a batch window (the tracker's is 1.5 s), as a JSON array in a
@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from vidpulse.audience import generate_audience
+from tools.audience import generate_audience
 from vidpulse.events import now_ms
 
 TRACKER_BATCH_WINDOW_MS = 1500  # the tracker's BATCH_DELAY
