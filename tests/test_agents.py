@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 from tests.factories import make_event, run_burst
-from vidpulse.agents import Agent, classify, is_crawler
 from tools.audience import USER_AGENTS
+from vidpulse.agents import Agent, classify, is_crawler
 from vidpulse.events import now_ms
 from vidpulse.settings import Settings
 

@@ -19,8 +19,8 @@ from processors.runtime import Consumer
 from processors.streams import ensure_groups
 from tests.commands import run_vidpulse, settings_env
 from tests.factories import BROWSER_UA, make_event, run_burst
-from vidpulse.events import now_ms
 from tools.forget import forget
+from vidpulse.events import now_ms
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 

@@ -25,9 +25,9 @@ from tests.commands import (
     wait_for,
 )
 from tests.factories import make_event
+from tools.supervisor import PipelineFailed, supervise
 from vidpulse.devservices import free_port
 from vidpulse.settings import Settings
-from tools.supervisor import PipelineFailed, supervise
 
 
 def _healthy(url: str) -> bool:

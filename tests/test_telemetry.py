@@ -28,9 +28,9 @@ from processors.streams import ensure_groups
 from tests.browser.servers import LiveIngest
 from tests.commands import run_vidpulse, settings_env, start_vidpulse
 from tests.factories import make_event, run_burst
+from tools.supervisor import free_ports
 from vidpulse.keys import Keys
 from vidpulse.settings import Settings
-from tools.supervisor import free_ports
 from vidpulse.telemetry import PROCESSOR_OUTCOMES, metrics_registry
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

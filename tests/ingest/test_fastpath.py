@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from ingest import fastpath
 from tests.factories import make_event
-from vidpulse import events, viewers
 from tools.audience import flatten, generate_sessions
+from vidpulse import events, viewers
 from vidpulse.events import (
     EVENT_TYPES,
     MAX_PAST_MS,
