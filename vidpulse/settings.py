@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", min_length=1)
 
+    # scale past one machine (docs/operations.md, "Redis Cluster")
+    partitions: int = Field(
+        1, ge=1, le=1024, description="streams the events are split over (hash-tagged)"
+    )
+    replica_acks: int = Field(
+        0, ge=0, le=16, description="replicas that must hold events before a 202 (WAIT)"
+    )
+    replica_ack_timeout_ms: int = Field(1000, ge=1, le=60_000)
+    consumer_heartbeat_ms: int = Field(
+        2000, ge=50, description="how often a consumer says it is alive (partitions > 1)"
+    )
+    read_database_url: str = Field(
+        "", description="replica the dashboard and analysts read; empty: DATABASE_URL"
+    )
+
     # logging: "auto" is JSON unless stderr is a terminal
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")
@@ -100,6 +115,18 @@ class Settings(BaseSettings):
         if short:
             raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
         return value
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_has_no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("the stream name may not hold { or } (the partitions' hash tags)")
+        return value
+
+    @property
+    def read_url(self) -> str:
+        """The PostgreSQL the read side queries: the read replica when one is set."""
+        return self.read_database_url or self.database_url
 
     @property
     def admin_token_list(self) -> list[str]:
