@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
@@ -31,6 +30,7 @@ from dashboard.auth import BearerAuth
 from dashboard.cache import AnswerMemo, Cache
 from dashboard.pages import routes as page_routes
 from dashboard.responses import ApiError, JSONResponse
+from vidpulse.redisclient import async_client
 from vidpulse.settings import Settings
 from vidpulse.telemetry import metrics_route
 
@@ -125,9 +125,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        client = async_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=1,

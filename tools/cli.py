@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vidpulse import logs
+from vidpulse.redisclient import cluster_url, sync_client
 from vidpulse.settings import ConfigError, Settings
 
 EXIT_FAILURE = 1
@@ -40,6 +41,7 @@ def default_consumer_name() -> str:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from processors.streams import ensure_groups
     from vidpulse.database import MigrationFailed, migrate
+    from vidpulse.keys import Keys
 
     try:
         done = migrate(settings.database_url)
@@ -50,9 +52,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     except MigrationFailed as exc:
         raise CommandError(str(exc)) from None
     try:
-        ensure_groups(
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream
-        )
+        client = sync_client(settings.redis_url, socket_connect_timeout=3)
+        for stream in Keys.of(settings).partition_streams:
+            ensure_groups(client, stream)
     except (RedisError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
@@ -62,6 +64,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"database {what}: {_safe_url(settings.database_url)} "
         f"({steps or 'already current'}); consumer groups ready on {settings.stream}"
+        + (f" ({settings.partitions} partitions)" if settings.partitions > 1 else "")
     )
     return 0
 
@@ -229,7 +232,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.keys import Keys
     from vidpulse.status import gather, render
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
         report = gather(client, Keys(settings.stream))
     except (RedisError, OSError) as exc:
@@ -244,7 +247,7 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse import deadletters
     from vidpulse.keys import Keys
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
     keys = Keys(settings.stream)
     if args.action != "drop" and (args.ids or args.all):
         raise ConfigError(f"dlq {args.action} takes no ids and no --all")
@@ -339,7 +342,7 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     except BadViewerId as exc:
         print(f"vidpulse: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
         with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
             erased = forget(conn, client, Keys(settings.stream), args.viewer_id)
@@ -508,7 +511,9 @@ def check_urls(settings: Settings) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        redis.ConnectionPool.from_url(settings.redis_url)  # parses only, connects lazily
+        redis.ConnectionPool.from_url(
+            cluster_url(settings.redis_url) or settings.redis_url
+        )  # parses only, connects lazily
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL: {exc}") from None
     try:

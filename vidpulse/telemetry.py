@@ -42,6 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpulse.keys import Keys, text
+from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
 from vidpulse.status import gather
 
@@ -193,9 +194,7 @@ class StreamCollector(Collector):
         try:
             # A connection per reading (at most one a cache interval): nothing to close
             # when the app or thread serving the scrapes goes away.
-            with redis.Redis.from_url(
-                self.redis_url, socket_timeout=2, socket_connect_timeout=1
-            ) as client:
+            with sync_client(self.redis_url, socket_timeout=2, socket_connect_timeout=1) as client:
                 families = self._stream_families(client)
         except (RedisError, OSError):
             up.add_metric([], 0)

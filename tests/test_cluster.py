@@ -1,0 +1,276 @@
+"""vidpulse on a real local Redis Cluster (three masters, a replica each) with partitions.
+
+The cluster is started from the `redis-server` binaries by the `redis_cluster` fixture
+(tests/conftest.py); the failover test starts one of its own, since it kills a master.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from ingest.app import create_app
+from processors.partitions import assignment
+from tests.factories import make_event
+from tests.reference import Arrival
+from tests.test_aggregates import (
+    AGGREGATORS,
+    Comparison,
+    _subprocess_env,
+    audience,
+    compare_processor,
+    post,
+    sends,
+)
+from vidpulse import devservices
+from vidpulse.keys import Keys, text
+from vidpulse.redisclient import sync_client
+from vidpulse.settings import Settings
+
+PARTITIONS = 6
+
+
+@pytest.fixture
+def cluster_settings(
+    make_settings: Callable[..., Settings], redis_cluster: devservices.LocalCluster
+) -> Settings:
+    return make_settings(
+        redis_url=redis_cluster.url,
+        partitions=PARTITIONS,
+        consumer_heartbeat_ms=200,
+        batch_size=40,
+    )
+
+
+@pytest.fixture
+def cluster_client(cluster_settings: Settings) -> Iterator[redis.Redis]:
+    client = sync_client(cluster_settings.redis_url)
+    yield client
+    client.close()
+
+
+def partition_arrivals(client: redis.Redis, settings: Settings) -> tuple[list[Arrival], int]:
+    """The distinct events of every partition (first copy of each event_id), and the entry
+    count. Order: partition by partition, which keeps each session's order (a session's
+    events are all in one partition), the only order the model's results depend on."""
+    seen: dict[str, Arrival] = {}
+    order = 0
+    for stream in Keys.of(settings).partition_streams:
+        entries: Any = client.xrange(stream)
+        for _, fields in entries:
+            event = orjson.loads(fields[b"event"])
+            ua, ref = fields.get(b"user_agent"), fields.get(b"referer")
+            seen.setdefault(
+                event["event_id"],
+                Arrival(
+                    event,
+                    ua.decode() if ua else None,
+                    ref.decode() if ref else None,
+                    order=order,
+                    received_ms=int(fields[b"received_at"]),
+                ),
+            )
+            order += 1
+    return list(seen.values()), order
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_partition_keys_spread_over_the_masters_and_share_slots(
+    cluster_settings: Settings, cluster_client: redis.Redis
+) -> None:
+    """Six partitions land two on each master; a milestone's dedupe key and a partition's
+    dead letters sit in the slot of the partition they belong to."""
+    keys = Keys.of(cluster_settings)
+    cluster: Any = cluster_client
+    masters = Counter(cluster.get_node_from_key(s).name for s in keys.partition_streams)
+    assert sorted(masters.values()) == [2, 2, 2]
+    slot = cluster.keyslot
+    for video, viewer in [("v1", "u1"), ("v:2", "u%3"), ("v1", "u2")]:
+        p = keys.partition_of(video, viewer)
+        stream_slot = slot(keys.partition_stream(p))
+        assert slot(keys.milestone_dedupe(video, viewer, 50)) == stream_slot
+        assert slot(keys.watched50_dedupe(video, viewer)) == stream_slot
+        assert slot(keys.partition(p).dlq) == stream_slot
+
+
+def test_one_partition_keeps_the_single_stream_layout() -> None:
+    keys = Keys("vp:events")
+    assert keys.partition_streams == ["vp:events"]
+    assert keys.partition(0) == keys
+    assert keys.milestone_dedupe("v", "u", 25) == "vp:events:dedupe:v:u:m25"
+
+
+def test_a_session_lands_in_one_partition(
+    cluster_settings: Settings, cluster_client: redis.Redis
+) -> None:
+    """Through the ingest on the cluster: each (video, viewer)'s events are in one
+    partition, every partition gets some, and a repeated milestone is a duplicate."""
+    events = [
+        make_event(t, video_id=f"v{i % 5}", viewer_id=f"u{i}", session_id=f"s{i}")
+        for i in range(60)
+        for t in ("play", "pause")
+    ]
+    with TestClient(create_app(cluster_settings)) as ingest:
+        response = ingest.post("/v1/events", json=events)
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == 120
+        milestone = make_event("milestone", video_id="v1", viewer_id="u1", session_id="s1")
+        first = ingest.post("/v1/events", json=[milestone])
+        again = ingest.post("/v1/events", json=[{**milestone, "event_id": str(uuid.uuid4())}])
+    assert first.json()["accepted"] == 1
+    assert again.json()["duplicates"] == 1
+    keys = Keys.of(cluster_settings)
+    where: dict[str, set[int]] = {}
+    for p, stream in enumerate(keys.partition_streams):
+        entries: Any = cluster_client.xrange(stream)
+        for _, fields in entries:
+            event = orjson.loads(fields[b"event"])
+            where.setdefault(event["session_id"], set()).add(p)
+            assert p == keys.partition_of(event["video_id"], event["viewer_id"])
+    assert all(len(ps) == 1 for ps in where.values())
+    assert {p for ps in where.values() for p in ps} == set(range(PARTITIONS))
+
+
+def _consumers(client: redis.Redis, settings: Settings, group: str) -> dict[int, dict[str, int]]:
+    """Per partition: {consumer: pending} of the group."""
+    out: dict[int, dict[str, int]] = {}
+    for p, stream in enumerate(Keys.of(settings).partition_streams):
+        rows: Any = client.xinfo_consumers(stream, group)
+        out[p] = {text(r["name"]): int(r["pending"]) for r in rows}
+    return out
+
+
+def _members(client: redis.Redis, settings: Settings, group: str) -> list[str]:
+    raw: Any = client.zrange(Keys.of(settings).members(group), 0, -1)
+    return sorted(text(m) for m in raw)
+
+
+def _applied(db: psycopg.Connection[Any], name: str) -> int:
+    row = db.execute(f"SELECT count(*) FROM {name}_applied").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _start(settings: Settings, name: str, consumer: str) -> subprocess.Popen[bytes]:
+    env = _subprocess_env(settings, f"cluster-{name}-{consumer}")
+    env["VIDPULSE_PARTITIONS"] = str(settings.partitions)
+    env["VIDPULSE_CONSUMER_HEARTBEAT_MS"] = str(settings.consumer_heartbeat_ms)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidpulse", "process", name, "--consumer", consumer],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_consumers_share_partitions_and_stay_exact_when_one_dies_and_one_joins(
+    cluster_settings: Settings,
+    cluster_client: redis.Redis,
+    db: psycopg.Connection[Any],
+) -> None:
+    """Six partitions, two consumers per processor: the tables equal the reference model,
+    with a consumer killed (SIGKILL) mid-stream and one added later."""
+    settings = cluster_settings
+    rng = random.Random(61)
+    crowd = audience(62, videos=8, viewers=50, sessions=240)
+    items = sends(crowd, rng, retries=0.1, shuffle=True)
+    thirds = [items[: len(items) // 3], items[len(items) // 3 : 2 * len(items) // 3]]
+    thirds.append(items[2 * len(items) // 3 :])
+    procs: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+    try:
+        with TestClient(create_app(settings)) as ingest:
+            post(ingest, thirds[0], rng)
+            for name in AGGREGATORS:
+                for consumer in ("c1", "c2"):
+                    procs[(name, consumer)] = _start(settings, name, consumer)
+            for name in AGGREGATORS:
+                wait_until(
+                    lambda name=name: _members(cluster_client, settings, name) == ["c1", "c2"],
+                    f"{name}: two consumers",
+                )
+                # Each reads its share: c1 the even partitions, c2 the odd ones.
+                wait_until(
+                    lambda name=name: (
+                        _applied(db, name) > 0
+                        and all(
+                            set(c) >= {"c1" if p % 2 == 0 else "c2"}
+                            for p, c in _consumers(cluster_client, settings, name).items()
+                        )
+                    ),
+                    f"{name}: both consumers reading their partitions",
+                )
+            post(ingest, thirds[1], rng)
+            for name in AGGREGATORS:  # killed mid-stream, maybe mid-batch
+                killed = procs.pop((name, "c1"))
+                killed.kill()
+                killed.communicate(timeout=10)
+            for name in AGGREGATORS:
+                wait_until(
+                    lambda name=name: _members(cluster_client, settings, name) == ["c2"],
+                    f"{name}: c1's membership expiring",
+                )
+                # c2 takes every partition over, c1's unacknowledged entries included.
+                wait_until(
+                    lambda name=name: all(
+                        "c2" in c and not c.get("c1")
+                        for c in _consumers(cluster_client, settings, name).values()
+                    ),
+                    f"{name}: c2 reading all partitions, c1's pending claimed",
+                )
+            for name in AGGREGATORS:
+                procs[(name, "c3")] = _start(settings, name, "c3")
+            for name in AGGREGATORS:
+                wait_until(
+                    lambda name=name: _members(cluster_client, settings, name) == ["c2", "c3"],
+                    f"{name}: c3 joining",
+                )
+            post(ingest, thirds[2], rng)
+        arrivals, entries = partition_arrivals(cluster_client, settings)
+        for name in AGGREGATORS:
+            wait_until(
+                lambda name=name: (
+                    _applied(db, name) == len(arrivals)
+                    and all(
+                        sum(c.values()) == 0
+                        for c in _consumers(cluster_client, settings, name).values()
+                    )
+                ),
+                f"{name}: every event applied and acknowledged",
+            )
+            shares = _consumers(cluster_client, settings, name)
+            # c3 got c2's old share of partitions: p -> sorted(["c2", "c3"])[p % 2].
+            assert assignment(["c2", "c3"], "c3", PARTITIONS) == [1, 3, 5]
+            assert all("c3" in shares[p] for p in (1, 3, 5)), shares
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        errors = {}
+        for key, proc in procs.items():
+            _, err = proc.communicate(timeout=60)
+            if proc.returncode != 0:
+                errors[key] = err.decode()[-2000:]
+    assert not errors, errors
+    print(f"\n{entries} entries over {PARTITIONS} partitions, {len(arrivals)} distinct events")
+    cmp = Comparison()
+    for name in AGGREGATORS:
+        compare_processor(cmp, name, db, arrivals, settings)
+    cmp.report("6 partitions, consumers killed and added")
