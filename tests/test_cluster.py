@@ -6,14 +6,19 @@ The cluster is started from the `redis-server` binaries by the `redis_cluster` f
 
 from __future__ import annotations
 
+import http.client
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,7 +29,8 @@ from starlette.testclient import TestClient
 
 from ingest.app import create_app
 from processors.partitions import assignment
-from tests.factories import make_event
+from tests.browser.servers import LiveIngest
+from tests.factories import make_event, run_burst
 from tests.reference import Arrival
 from tests.test_aggregates import (
     AGGREGATORS,
@@ -274,3 +280,133 @@ def test_consumers_share_partitions_and_stay_exact_when_one_dies_and_one_joins(
     for name in AGGREGATORS:
         compare_processor(cmp, name, db, arrivals, settings)
     cmp.report("6 partitions, consumers killed and added")
+
+
+class Load:
+    """Clients posting unique events to the ingest from threads, keeping every answer."""
+
+    def __init__(self, port: int, keys: Keys, clients: int = 4) -> None:
+        self.port, self.keys = port, keys
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        # (monotonic time, status, event ids, partitions) per request
+        self.answers: list[tuple[float, int, list[str], set[int]]] = []
+        self.threads = [threading.Thread(target=self._post, args=(i,)) for i in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _post(self, client: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            self._post_until_stopped(conn, client)
+        finally:
+            conn.close()
+
+    def _post_until_stopped(self, conn: http.client.HTTPConnection, client: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            events = []
+            for _ in range(5):
+                n += 1
+                video, viewer = f"v{n % 7}", f"c{client}-u{n}"
+                events.append(make_event("play", video_id=video, viewer_id=viewer))
+            body = orjson.dumps(events)
+            try:
+                conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                status = 0  # the connection broke: no answer
+            parts = {self.keys.partition_of(e["video_id"], e["viewer_id"]) for e in events}
+            with self.lock:
+                self.answers.append(
+                    (time.monotonic(), status, [e["event_id"] for e in events], parts)
+                )
+            if status != 202:
+                self.stop.wait(0.05)  # a client's pause before retrying
+
+    def seen(self, check: Callable[[float, int, set[int]], bool]) -> bool:
+        with self.lock:
+            return any(check(t, status, parts) for t, status, _, parts in self.answers)
+
+
+def test_a_master_killed_under_load_loses_no_acknowledged_event(
+    make_settings: Callable[..., Settings], db: psycopg.Connection[Any]
+) -> None:
+    """VIDPULSE_REPLICA_ACKS=1: a master killed mid-load; the ingest answers 503 (never
+    another error) until its replica has taken over and has a replica again, then 202 by
+    itself; every event that got a 202 is in video_events afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="vidpulse-failover-"))
+    cluster = devservices.start_redis_cluster(tmp)
+    server: LiveIngest | None = None
+    try:
+        settings = make_settings(
+            redis_url=cluster.url, partitions=PARTITIONS, replica_acks=1, batch_size=500
+        )
+        keys = Keys.of(settings)
+        client: Any = sync_client(settings.redis_url)
+        victim = client.get_node_from_key(keys.partition_stream(0))
+        victim_partitions = {
+            p
+            for p, s in enumerate(keys.partition_streams)
+            if client.get_node_from_key(s).port == victim.port
+        }
+        client.close()
+        server = LiveIngest(settings)
+        server.start()
+        with Load(server.port, keys) as load:
+            wait_until(
+                lambda: (
+                    load.seen(lambda t, s, parts: s == 202 and parts & victim_partitions)
+                    and len(load.answers) > 50
+                ),
+                "events accepted before the kill",
+            )
+            (heir,) = cluster.replicas_of(victim.port)
+            cluster.kill(victim.port)
+            killed_at = time.monotonic()
+            wait_until(
+                lambda: load.seen(lambda t, s, parts: t > killed_at and s == 503),
+                "a 503 while the master is down",
+            )
+            wait_until(
+                lambda: (
+                    cluster.info(heir)["role"] == "master" and devservices.cluster_ready(cluster)
+                ),
+                "the failover",
+            )
+            cluster.restart(victim.port)  # as a supervisor would: it comes back a replica
+            wait_until(lambda: devservices.cluster_ready(cluster, 1), "the node back, in sync")
+            back_at = time.monotonic()
+            wait_until(
+                lambda: load.seen(
+                    lambda t, s, parts: t > back_at and s == 202 and bool(parts & victim_partitions)
+                ),
+                "202 again for the failed-over partitions",
+            )
+        statuses = Counter(status for _, status, _, _ in load.answers)
+        accepted = [i for _, status, ids, _ in load.answers if status == 202 for i in ids]
+        print(f"\nanswers: {dict(statuses)}; {len(accepted)} events acknowledged")
+        assert set(statuses) == {202, 503}, statuses
+        run_burst(settings, "raw")
+        rows = db.execute(
+            "SELECT count(DISTINCT event_id) FROM video_events WHERE event_id = ANY(%s::uuid[])",
+            (accepted,),
+        ).fetchone()
+        assert rows is not None
+        assert rows[0] == len(set(accepted))
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -134,6 +134,7 @@ class LocalCluster:
 
     nodes: dict[int, subprocess.Popen[bytes]]  # by port
     data_dir: Path
+    commands: dict[int, list[str]] = field(default_factory=dict)  # by port
 
     @property
     def url(self) -> str:
@@ -145,6 +146,27 @@ class LocalCluster:
         process = self.nodes[port]
         process.kill()
         process.wait(10)
+
+    def info(self, port: int) -> dict[str, Any]:
+        """INFO replication of one node."""
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        try:
+            return dict(client.info("replication"))
+        finally:
+            client.close()
+
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of a master's replicas."""
+        info = self.info(port)
+        return [int(v["port"]) for k, v in info.items() if k.startswith("slave") and "port" in v]
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again, as a supervisor would: it rejoins the cluster from
+        its nodes.conf (a master that was failed over comes back as a replica)."""
+        self.nodes[port] = subprocess.Popen(
+            self.commands[port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), f"node {port}")
 
     def stop(self) -> None:
         for process in self.nodes.values():
@@ -191,8 +213,12 @@ def start_redis_cluster(
                 "daemonize": "no",
                 "logfile": str(node_dir / "redis.log"),
             }
+            cluster.commands[port] = [
+                server,
+                *(arg for k, v in options.items() for arg in (f"--{k}", v)),
+            ]
             nodes[port] = subprocess.Popen(
-                [server, *(arg for k, v in options.items() for arg in (f"--{k}", v))],
+                cluster.commands[port],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
