@@ -27,9 +27,13 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from dashboard.app import create_app as create_dashboard
 from ingest.app import create_app
 from processors.partitions import assignment
+from processors.streams import GroupStream
 from tests.browser.servers import LiveIngest
+from tests.commands import run_vidpulse, settings_env
+from tests.dashboard.conftest import AUTH, TOKEN
 from tests.factories import make_event, run_burst
 from tests.reference import Arrival
 from tests.test_aggregates import (
@@ -410,3 +414,80 @@ def test_a_master_killed_under_load_loses_no_acknowledged_event(
             server.stop()
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_status_dead_letters_and_forget_work_per_partition(
+    cluster_settings: Settings, cluster_client: redis.Redis
+) -> None:
+    """`vidpulse status` shows each partition; `dlq list/replay` and `forget` reach every
+    partition's dead letters and entries."""
+    settings = cluster_settings
+    keys = Keys.of(settings)
+    env = settings_env(settings)
+    events = [make_event("play", video_id="v1", viewer_id=f"u{i}") for i in range(30)]
+    with TestClient(create_app(settings)) as ingest:
+        assert ingest.post("/v1/events", json=events).status_code == 202
+    migrated = run_vidpulse("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    p = keys.partition_of("v1", "u3")
+    part = keys.partition(p)
+    [[_, [entry, *_]]] = cluster_client.xreadgroup("raw", "c", {part.stream: ">"}, count=1)
+    GroupStream(cluster_client, part, "raw", "c").dead_letter(entry, "boom", 5)
+
+    status = run_vidpulse("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    report = orjson.loads(status.stdout)
+    assert report["length"] == 30
+    assert [x["length"] for x in report["partitions"]] == [
+        cluster_client.xlen(s) for s in keys.partition_streams
+    ]
+    assert report["dead_letters"] == 1
+    assert report["partitions"][p]["dead_letters"] == 1
+    raw = next(g for g in report["groups"] if g["group"] == "raw")
+    assert raw["lag"] == 29
+    text_status = run_vidpulse("status", env=env).stdout
+    assert all(f"partition {i} {s}" in text_status for i, s in enumerate(keys.partition_streams))
+
+    listed = run_vidpulse("dlq", "list", env=env)
+    [letter] = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert letter["partition"] == str(p)
+    assert letter["error"] == "boom"
+    replayed = run_vidpulse("dlq", "replay", env=env)
+    assert "replayed 1 dead letters" in replayed.stdout, replayed.stderr
+    assert cluster_client.xlen(part.dlq) == 0
+    assert (
+        cluster_client.xlen(part.stream)
+        == sum(keys.partition_of("v1", f"u{i}") == p for i in range(30)) + 1
+    )
+
+    forgot = run_vidpulse("forget", "u3", env=env)
+    assert forgot.returncode == 0, forgot.stderr
+    left = [
+        orjson.loads(fields[b"event"])["viewer_id"]
+        for s in keys.partition_streams
+        for _, fields in cluster_client.xrange(s)
+    ]
+    assert "u3" not in left
+    assert len(left) == 29
+
+
+def test_the_dashboard_cache_and_the_rate_limit_run_on_the_cluster(
+    cluster_settings: Settings, make_settings: Callable[..., Settings]
+) -> None:
+    """The cache looks up without undeclared keys (cached reads skip PostgreSQL); the rate
+    limit counts in the cluster."""
+    settings = make_settings(
+        **{**cluster_settings.model_dump(), "admin_tokens": TOKEN, "cache_local_ms": 0}
+    )
+    with TestClient(create_dashboard(settings), headers=AUTH) as api:
+        first = api.get("/api/v1/overview")
+        assert first.status_code == 200, first.text
+        stats: dict[str, int] = api.app.state.pool.get_stats()  # type: ignore[attr-defined]
+        before = stats.get("requests_num", 0)
+        assert api.get("/api/v1/overview").content == first.content
+        stats = api.app.state.pool.get_stats()  # type: ignore[attr-defined]
+        assert stats.get("requests_num", 0) == before
+    limited = make_settings(**{**cluster_settings.model_dump(), "rate_limit": "2/minute"})
+    with TestClient(create_app(limited)) as ingest:
+        codes = [ingest.post("/v1/events", json=[make_event()]).status_code for _ in range(3)]
+    assert codes == [202, 202, 429]

@@ -234,7 +234,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
     client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
-        report = gather(client, Keys(settings.stream))
+        report = gather(client, Keys.of(settings))
     except (RedisError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
@@ -248,7 +248,10 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.keys import Keys
 
     client = sync_client(settings.redis_url, socket_connect_timeout=3)
-    keys = Keys(settings.stream)
+    keys = Keys.of(settings)
+    # Each partition has its own dead letters, next to its stream (one slot).
+    parts = [keys.partition(p) for p in range(keys.partitions)]
+    where = keys.dlq if keys.partitions == 1 else f"the {keys.partitions} partitions' :dlq"
     if args.action != "drop" and (args.ids or args.all):
         raise ConfigError(f"dlq {args.action} takes no ids and no --all")
     if args.action == "drop" and sum((bool(args.ids), args.group is not None, args.all)) != 1:
@@ -258,21 +261,36 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"not a dead-letter id (like 1700000000000-0): {bad[0]}")
     try:
         if args.action == "replay":
-            report = deadletters.replay(client, keys, args.group)
-            print(f"replayed {report.replayed} dead letters onto {keys.stream}")
-            for entry_id, why in report.broken:
+            replayed, broken = 0, []
+            for part in parts:
+                report = deadletters.replay(client, part, args.group)
+                replayed += report.replayed
+                broken += report.broken
+            onto = keys.stream if keys.partitions == 1 else f"{keys.stream} (its partitions)"
+            print(f"replayed {replayed} dead letters onto {onto}")
+            for entry_id, why in broken:
                 print(f"not replayed {entry_id}: {why}")
-            if report.broken:
+            if broken:
                 raise CommandError(
-                    f"{len(report.broken)} dead letters could not be replayed and stay in "
-                    f"{keys.dlq}; remove them with `vidpulse dlq drop ID...`"
+                    f"{len(broken)} dead letters could not be replayed and stay in "
+                    f"{where}; remove them with `vidpulse dlq drop ID...`"
                 )
         elif args.action == "drop":
-            n = deadletters.drop(client, keys, ids=args.ids, group=args.group, everything=args.all)
-            print(f"dropped {n} dead letters from {keys.dlq}")
+            n = sum(
+                deadletters.drop(client, part, ids=args.ids, group=args.group, everything=args.all)
+                for part in parts
+            )
+            print(f"dropped {n} dead letters from {where}")
         else:
-            for item in deadletters.list_dead(client, keys, args.count):
-                print(json.dumps(item))
+            left = args.count
+            for p, part in enumerate(parts):
+                for item in deadletters.list_dead(client, part, left):
+                    if keys.partitions > 1:
+                        item["partition"] = str(p)
+                    print(json.dumps(item))
+                    left -= 1
+                if left <= 0:
+                    break
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
@@ -345,7 +363,7 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
         with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
-            erased = forget(conn, client, Keys(settings.stream), args.viewer_id)
+            erased = forget(conn, client, Keys.of(settings), args.viewer_id)
     except psycopg.OperationalError as exc:
         raise CommandError(
             f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"

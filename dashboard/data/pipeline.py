@@ -36,7 +36,7 @@ GROUP_COLUMNS = [
 def _gather(settings: Settings) -> dict[str, Any]:
     client = sync_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     try:
-        return gather(client, Keys(settings.stream))
+        return gather(client, Keys.of(settings))
     finally:
         client.close()
 
