@@ -16,9 +16,29 @@ from vidpulse.keys import Keys
 
 
 def bump(client: redis.Redis, keys: Keys, processor: str, video_ids: Iterable[str]) -> None:
-    """INCR the processor's version and the version of every video the batch touched."""
-    pipe = client.pipeline(transaction=False)
-    pipe.incr(keys.cache_version(processor))
-    for video_id in sorted(set(video_ids)):
-        pipe.incr(keys.cache_version(f"video:{video_id}"))
-    pipe.execute()
+    """INCR the processor's version and the version of every video the batch touched.
+
+    A live batch touches about as many videos as it has events: the INCRs are packed
+    and sent in one write, and their replies read back, without a pipeline object's
+    per-command bookkeeping.
+    """
+    names = [keys.cache_version(processor)]
+    names += [keys.cache_version(f"video:{v}") for v in sorted(set(video_ids))]
+    if type(client) is not redis.Redis:  # e.g. a cluster client: let it route the keys
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.incr(name)
+        pipe.execute()
+        return
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands([("INCR", name) for name in names]))
+        errors = [r for r in (conn.read_response() for _ in names) if isinstance(r, Exception)]
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: never reuse it
+        raise
+    finally:
+        pool.release(conn)
+    if errors:
+        raise errors[0]
