@@ -8,11 +8,15 @@ the one second the dashboard promises for freshness.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import hiredis
 import redis
 
 from vidpulse.keys import Keys
+
+_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 
 def bump(client: redis.Redis, keys: Keys, processor: str, video_ids: Iterable[str]) -> None:
@@ -33,10 +37,12 @@ def bump(client: redis.Redis, keys: Keys, processor: str, video_ids: Iterable[st
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_commands([("INCR", name) for name in names]))
+        packed = b"".join([_pack(("INCR", name)) for name in names])
+        conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
         errors = [r for r in (conn.read_response() for _ in names) if isinstance(r, Exception)]
     except BaseException:
-        conn.disconnect()  # replies may be left unread: never reuse it
+        # Replies may be left unread: the connection is never used again.
+        conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     finally:
         pool.release(conn)

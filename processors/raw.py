@@ -108,7 +108,7 @@ def payload(entry: Entry) -> bytes:
 
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Write the batch's events with one COPY (new partitions created first)."""
-    rows = [row(entry) for entry in entries]
+    rows = [row(entry) if entry.prepared is None else entry.prepared for entry in entries]
     months = {datetime(y, m, 1, tzinfo=UTC) for y, m in {(r[5].year, r[5].month) for r in rows}}
     ensure_partitions(conn, months)
     try:
@@ -186,4 +186,4 @@ def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
     return sum(rows for _, rows in drop_expired_partitions(conn, settings.raw_retention_days))
 
 
-PROCESSOR = Processor(name="raw", apply=apply, purge=purge)
+PROCESSOR = Processor(name="raw", apply=apply, purge=purge, prepare=row)
