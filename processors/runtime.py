@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors import cache_versions, forgotten, ledger
-from processors.base import Entry, Processor
+from processors.base import Entry, Prepare, Processor
 from processors.partitions import Membership
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
 from vidpulse.database import SchemaBehind, check_schema
@@ -105,15 +105,25 @@ def decode(raw: RawEntry) -> Entry:
 Decoded = tuple[list[Entry], dict[str, str]]
 
 
-def decode_all(batch: list[RawEntry]) -> Decoded:
-    """The batch's entries decoded, and {stream id: error} of those breaking the format."""
+def decode_all(batch: list[RawEntry], prepare: Prepare | None = None) -> Decoded:
+    """The batch's entries decoded (and prepared, see Processor.prepare), and
+    {stream id: error} of those breaking the format or refused by `prepare`."""
     entries: list[Entry] = []
     failures: dict[str, str] = {}
     for raw in batch:
         try:
-            entries.append(decode(raw))
+            entry = decode(raw)
         except ValueError as exc:
             failures[raw[0]] = str(exc)
+            continue
+        if prepare is not None:
+            try:
+                # Entry is frozen for everyone downstream; this is its last step of making.
+                object.__setattr__(entry, "prepared", prepare(entry))
+            except Exception as exc:
+                failures[raw[0]] = f"event cannot be prepared: {_describe(exc)}"
+                continue
+        entries.append(entry)
     return entries, failures
 
 
@@ -361,7 +371,7 @@ class Consumer:
         batch: list[RawEntry] = self._redis_call(
             lambda: self.stream.read_new(self.settings.batch_size, block_ms)
         )
-        return batch, decode_all(batch)
+        return batch, decode_all(batch, self.processor.prepare)
 
     def _reader(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -426,7 +436,9 @@ class Consumer:
         self._dropped = {}
         if redelivered:
             batch = self._drop_exhausted(batch)
-        entries, decode_failures = decoded if decoded is not None else decode_all(batch)
+        entries, decode_failures = (
+            decoded if decoded is not None else decode_all(batch, self.processor.prepare)
+        )
         failures = dict(decode_failures)
         raw_by_id = {raw[0]: raw for raw in batch}
         failures.update(self._commit(entries))
