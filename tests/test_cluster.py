@@ -491,3 +491,27 @@ def test_the_dashboard_cache_and_the_rate_limit_run_on_the_cluster(
     with TestClient(create_app(limited)) as ingest:
         codes = [ingest.post("/v1/events", json=[make_event()]).status_code for _ in range(3)]
     assert codes == [202, 202, 429]
+
+
+def test_partitions_on_one_redis_match_the_reference_model(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    """VIDPULSE_PARTITIONS=3 on one Redis (no cluster): the ingest splits the events over
+    three streams and the processors' tables still equal the reference model."""
+    settings = make_settings(partitions=3, batch_size=50)
+    rng = random.Random(71)
+    crowd = audience(72, videos=6, viewers=30, sessions=90)
+    items = sends(crowd, rng, retries=0.1, shuffle=True)
+    with TestClient(create_app(settings)) as ingest:
+        post(ingest, items, rng)
+    keys = Keys.of(settings)
+    assert redis_client.xlen(settings.stream) == 0  # the unpartitioned stream stays empty
+    assert all(redis_client.xlen(s) > 0 for s in keys.partition_streams)
+    arrivals, entries = partition_arrivals(redis_client, settings)
+    for name in AGGREGATORS:
+        run_burst(settings, name)
+    print(f"\n{entries} entries over 3 partitions of one Redis, {len(arrivals)} distinct events")
+    cmp = Comparison()
+    for name in AGGREGATORS:
+        compare_processor(cmp, name, db, arrivals, settings)
+    cmp.report("3 partitions on one Redis")

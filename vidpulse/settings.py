@@ -7,7 +7,14 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_TOKEN_LENGTH = 24
@@ -116,11 +123,14 @@ class Settings(BaseSettings):
             raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
         return value
 
-    @field_validator("stream")
+    @field_validator("partitions")
     @classmethod
-    def _stream_has_no_braces(cls, value: str) -> str:
-        if "{" in value or "}" in value:
-            raise ValueError("the stream name may not hold { or } (the partitions' hash tags)")
+    def _partitioned_stream_has_no_braces(cls, value: int, info: ValidationInfo) -> int:
+        stream = str(info.data.get("stream", ""))
+        if value > 1 and ("{" in stream or "}" in stream):
+            raise ValueError(
+                "more than one needs a VIDPULSE_STREAM without { or } (the partitions' hash tags)"
+            )
         return value
 
     @property
