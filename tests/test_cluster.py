@@ -25,12 +25,13 @@ import orjson
 import psycopg
 import pytest
 import redis
+from prometheus_client import generate_latest
 from starlette.testclient import TestClient
 
 from dashboard.app import create_app as create_dashboard
 from ingest.app import create_app
 from processors.partitions import assignment
-from processors.streams import GroupStream
+from processors.streams import GroupStream, ensure_groups
 from tests.browser.servers import LiveIngest
 from tests.commands import run_vidpulse, settings_env
 from tests.dashboard.conftest import AUTH, TOKEN
@@ -45,10 +46,12 @@ from tests.test_aggregates import (
     post,
     sends,
 )
+from tests.test_telemetry import parse, value
 from vidpulse import devservices
 from vidpulse.keys import Keys, text
 from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
+from vidpulse.telemetry import metrics_registry
 
 PARTITIONS = 6
 
@@ -515,3 +518,30 @@ def test_partitions_on_one_redis_match_the_reference_model(
     for name in AGGREGATORS:
         compare_processor(cmp, name, db, arrivals, settings)
     cmp.report("3 partitions on one Redis")
+
+
+def test_stream_gauges_sum_the_partitions_and_show_each(
+    cluster_settings: Settings, cluster_client: redis.Redis
+) -> None:
+    """The Prometheus stream gauges are the partitions' sums; each partition has its own."""
+    keys = Keys.of(cluster_settings)
+    for stream in keys.partition_streams:
+        ensure_groups(cluster_client, stream)
+    minute_ago = int(time.time() * 1000) - 60_000
+    for p, stream in enumerate(keys.partition_streams):
+        for seq in range(p + 1):
+            cluster_client.xadd(stream, {"event": b"{}"}, id=f"{minute_ago}-{seq}")
+    cluster_client.xreadgroup("heatmap", "c1", {keys.partition_stream(5): ">"}, count=2)
+
+    samples = parse(generate_latest(metrics_registry(cluster_settings)).decode())
+
+    assert value(samples, "vidpulse_redis_up") == 1
+    assert value(samples, "vidpulse_stream_length") == 21
+    assert value(samples, "vidpulse_stream_lag", group="raw") == 21
+    assert value(samples, "vidpulse_stream_lag", group="heatmap") == 19
+    assert value(samples, "vidpulse_stream_pending", group="heatmap") == 2
+    assert 59 <= value(samples, "vidpulse_stream_lag_seconds", group="raw") < 600
+    for p in range(PARTITIONS):
+        assert value(samples, "vidpulse_partition_length", partition=str(p)) == p + 1
+    assert value(samples, "vidpulse_partition_pending", group="heatmap", partition="5") == 2
+    assert value(samples, "vidpulse_partition_lag", group="heatmap", partition="5") == 4

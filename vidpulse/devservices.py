@@ -34,7 +34,8 @@ class Missing(Exception):
 
 def redis_answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2) as client:
+            return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
 
