@@ -211,6 +211,7 @@ class Consumer:
         ]
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
+        self._lingering_since: float | None = None  # when the last partial batch was read
         self.metrics = ProcessorMetrics(processor.name)
         self._applied = 0  # entries new to the ledger in the transaction being committed
         self._dropped: dict[str, Entry] = {}  # events of forgotten viewers, by stream id
@@ -239,7 +240,11 @@ class Consumer:
                     batch, decoded = self._ahead.result()
                     self._ahead = None
                 else:
+                    self._linger()
+                    started = time.monotonic()
                     batch, decoded = self._read_new()
+                    partial = 0 < len(batch) < self.settings.batch_size
+                    self._lingering_since = started if partial else None
                 if len(batch) >= self.settings.batch_size:
                     # A backlog: read and decode the next batch while this one commits.
                     self._ahead = self._reader().submit(self._read_new)
@@ -365,6 +370,16 @@ class Consumer:
                 if not database_down(exc):
                     raise
                 self._database_lost(exc, backoff)
+
+    def _linger(self) -> None:
+        """After a partial batch, let entries gather for up to batch_linger_ms (from that
+        read) before reading again: a steady trickle makes a few larger batches a
+        second rather than one per round trip. Not in burst mode, which drains a backlog."""
+        if self._lingering_since is None or self.burst:
+            return
+        wait = self._lingering_since + self.settings.batch_linger_ms / 1000 - time.monotonic()
+        if wait > 0 and self.stop.wait(wait):
+            raise Stopped
 
     def _read_new(self, block: bool = True) -> tuple[list[RawEntry], Decoded]:
         block_ms = self._block_ms() if block else None
