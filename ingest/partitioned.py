@@ -37,7 +37,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingest.appender import _MILESTONE_LUA, Appender, Backpressure, Batch, _pack
-from vidpulse.keys import Keys
+from vidpulse.keys import Keys, partition_of_bytes
 from vidpulse.redisclient import cluster_of
 
 log = structlog.get_logger("vidpulse.ingest")
@@ -113,6 +113,7 @@ class PartitionedAppender(Appender):
             if self._backlog() >= self._max_backlog:
                 raise Backpressure(self._stream)
         plans: dict[str, _Plan] = defaultdict(_Plan)
+        servers = [self._server(stream) for stream in self._streams]  # for this round
         ttl = str(self._ttl).encode()
         for b, batch in enumerate(batches):
             fields: tuple[bytes, ...] = (b"received_at", str(batch.received_at_ms).encode())
@@ -120,16 +121,25 @@ class PartitionedAppender(Appender):
                 fields += (b"user_agent", batch.user_agent)
             if batch.referer:
                 fields += (b"referer", batch.referer)
+            # As in the plain appender: a plain XADD is a head per (batch, stream), the
+            # event's JSON, then the batch's fields, so only the JSON is encoded per event.
+            tail = b"".join(b"\r\n$%d\r\n%s" % (len(f), f) for f in fields) + b"\r\n"
+            heads: dict[int, bytes] = {}
             for e, (dedupe, event_json) in enumerate(batch.events):
                 partition = self._partition(event_json)
                 stream = self._streams[partition]
-                plan = plans[self._server(stream)]
+                plan = plans[servers[partition]]
                 if dedupe:
                     script = (self._sha, b"2", stream, dedupe, ttl, b"event", event_json)
                     plan.packed.append(_pack((b"EVALSHA", *script, *fields)))
                 else:
-                    xadd = (b"XADD", stream, b"*", b"event", event_json, *fields)
-                    plan.packed.append(_pack(xadd))
+                    head = heads.get(partition)
+                    if head is None:
+                        head = heads[partition] = (
+                            b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$5\r\nevent\r\n"
+                            % (5 + len(fields), len(stream), stream)
+                        )
+                    plan.packed.append(b"%s$%d\r\n%s%s" % (head, len(event_json), event_json, tail))
                 plan.owners.append((b, e))
                 if partition not in plan.partitions:
                     plan.partitions.append(partition)
@@ -161,8 +171,20 @@ class PartitionedAppender(Appender):
     def _partition(self, event_json: bytes) -> int:
         if len(self._streams) == 1:
             return 0
-        event = orjson.loads(event_json)
-        return self._keys.partition_of(str(event["video_id"]), str(event["viewer_id"]))
+        # The stream JSON is the model's compact form, and ids hold no quote or escape
+        # (vidpulse.events.Ident): the two ids are read straight out of it.
+        video = event_json.find(b'"video_id":"')
+        viewer = event_json.find(b'"viewer_id":"')
+        if video < 0 or viewer < 0:
+            event = orjson.loads(event_json)
+            return self._keys.partition_of(str(event["video_id"]), str(event["viewer_id"]))
+        video += 12
+        viewer += 13
+        return partition_of_bytes(
+            event_json[video : event_json.index(b'"', video)],
+            event_json[viewer : event_json.index(b'"', viewer)],
+            len(self._streams),
+        )
 
     def _backlog(self) -> int:
         return sum(self._lengths.values())

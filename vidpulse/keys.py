@@ -118,7 +118,12 @@ class Keys:
 
 def partition_of(video_id: str, viewer_id: str, partitions: int) -> int:
     """The partition of a (video, viewer) among `partitions`: a CRC-32 of both ids."""
-    return zlib.crc32(viewer_id.encode(), zlib.crc32(video_id.encode() + b"\0")) % partitions
+    return partition_of_bytes(video_id.encode(), viewer_id.encode(), partitions)
+
+
+def partition_of_bytes(video_id: bytes, viewer_id: bytes, partitions: int) -> int:
+    """`partition_of` of ids as UTF-8 bytes."""
+    return zlib.crc32(viewer_id, zlib.crc32(video_id + b"\0")) % partitions
 
 
 @cache
