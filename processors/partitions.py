@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import redis
 import structlog
-from redis.exceptions import RedisError
 
 from vidpulse.keys import text
 
@@ -97,7 +96,7 @@ class Membership:
         while not self._stop.wait(self.heartbeat_ms / 1000):
             try:
                 self.beat()
-            except (RedisError, OSError) as exc:  # beats resume when Redis is back
+            except Exception as exc:  # beats resume when Redis (or the cluster) is back
                 log.warning("heartbeat_failed", consumer=self.me, error=str(exc))
 
     def leave(self) -> None:
@@ -107,5 +106,5 @@ class Membership:
             self._thread.join()
         try:
             self.client.eval(_BEAT_LUA, 1, self.key, "", self.ttl_ms, self.me)
-        except (RedisError, OSError):  # it expires by itself
+        except Exception:  # it expires by itself
             log.debug("leave_failed", consumer=self.me, exc_info=True)

@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 import structlog
 from pydantic import ValidationError
+from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors import cache_versions, forgotten, ledger
@@ -52,7 +52,15 @@ _DB_DOWN = (
 # SQLSTATE class 42 (undefined table or column, privileges, ...) depends on the schema
 # and the statement, never on an event's values: also an outage, never a poison entry.
 _SCHEMA_CLASS = "42"
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# On a Redis Cluster a failover also shows as CLUSTERDOWN replies and as slots no node
+# serves for a moment: waited out like a lost connection.
+_REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    RedisClusterException,
+)
 _TRIM_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
 _CONSUMERS_EVERY_MAX_S = 60.0

@@ -31,6 +31,8 @@ from starlette.testclient import TestClient
 from dashboard.app import create_app as create_dashboard
 from ingest.app import create_app
 from processors.partitions import assignment
+from processors.registry import PROCESSORS
+from processors.runtime import Consumer
 from processors.streams import GroupStream, ensure_groups
 from tests.browser.servers import LiveIngest
 from tests.commands import run_vidpulse, settings_env
@@ -356,6 +358,7 @@ def test_a_master_killed_under_load_loses_no_acknowledged_event(
     tmp = Path(tempfile.mkdtemp(prefix="vidpulse-failover-"))
     cluster = devservices.start_redis_cluster(tmp)
     server: LiveIngest | None = None
+    raw: Consumer | None = None
     try:
         settings = make_settings(
             redis_url=cluster.url, partitions=PARTITIONS, replica_acks=1, batch_size=500
@@ -371,6 +374,18 @@ def test_a_master_killed_under_load_loses_no_acknowledged_event(
         client.close()
         server = LiveIngest(settings)
         server.start()
+        # The raw processor runs through it all, and must come through the failover too.
+        raw = Consumer(PROCESSORS["raw"], settings, consumer="raw1", stop=threading.Event())
+        failures: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                raw.run()
+            except BaseException as exc:
+                failures.append(exc)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
         with Load(server.port, keys) as load:
             wait_until(
                 lambda: (
@@ -405,16 +420,25 @@ def test_a_master_killed_under_load_loses_no_acknowledged_event(
         accepted = [i for _, status, ids, _ in load.answers if status == 202 for i in ids]
         print(f"\nanswers: {dict(statuses)}; {len(accepted)} events acknowledged")
         assert set(statuses) == {202, 503}, statuses
-        run_burst(settings, "raw")
-        rows = db.execute(
-            "SELECT count(DISTINCT event_id) FROM video_events WHERE event_id = ANY(%s::uuid[])",
-            (accepted,),
-        ).fetchone()
-        assert rows is not None
-        assert rows[0] == len(set(accepted))
+
+        def stored() -> int:
+            row = db.execute(
+                "SELECT count(DISTINCT event_id) FROM video_events"
+                " WHERE event_id = ANY(%s::uuid[])",
+                (accepted,),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        wait_until(lambda: stored() == len(set(accepted)) or not consumer.is_alive(), "raw")
+        raw.stop.set()
+        consumer.join(30)
+        assert not failures, failures
+        assert stored() == len(set(accepted))
     finally:
         if server is not None:
             server.stop()
+        if raw is not None:
+            raw.stop.set()
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
