@@ -22,11 +22,13 @@ from vidpulse.settings import Settings
 
 BENCH_DATABASE = "vidpulse_bench"
 
-# Every table the schema creates except partitions; emptied between measurements.
+# Every table the schema creates except partitions and the record of applied migrations
+# (without it, processors wait for `vidpulse migrate`); emptied between measurements.
 _TRUNCATE_ALL = """
 DO $$ DECLARE t text; BEGIN
   FOR t IN SELECT tablename FROM pg_tables
            WHERE schemaname = 'public' AND tablename NOT LIKE 'video_events_y%'
+             AND tablename <> 'schema_migrations'
   LOOP EXECUTE format('TRUNCATE %I CASCADE', t); END LOOP;
 END $$;
 """
