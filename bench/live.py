@@ -44,6 +44,7 @@ VIDEOS = 2_000
 VIEWERS = 200_000
 # Browsers only: bots' events are left out of the aggregates, live viewers are people.
 BROWSERS = tuple(ua for ua in USER_AGENTS if "bot" not in ua.lower())
+REFERERS = tuple(r for r in REFERRERS if r)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ class LiveTraffic:
             finishes=finishes,
             ends_cleanly=finishes or rng.random() < 0.8,
             user_agent=rng.choice(BROWSERS),
-            referer=rng.choice([r for r in REFERRERS if r]),
+            referer=rng.choice(REFERERS),
             course_id=f"course-{video // 8:04d}",
         )
 
