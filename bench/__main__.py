@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): every figure beside its yardstick, in one table.
 
 Runs against the Redis and PostgreSQL of REDIS_URL / DATABASE_URL (the Makefile makes
-them reachable), in a dedicated database (`vidpulse_bench`) and key prefix
+them reachable), in a dedicated database (`vidpulse_bench_<run>`) and key prefix
 (`vpbench:<run>:`), both removed at the end. `--quick` (or BENCH_QUICK=1, as in
 `BENCH_QUICK=1 make bench`) shortens every measurement.
 """
@@ -137,6 +137,8 @@ def e2e_rows(run: dict[str, Any], shape: str) -> list[Row]:
     sent = sender.get("achieved_rate", 0.0)
     lag = run["worst_lag_p99_s"] or 0.0
     target = run["lag_target_s"]
+    rps = sender.get("requests_per_s")
+    requests = f" ({rps:,.0f} req/s)" if rps else ""
     rows = [
         Row(
             figure=f"end to end {run['rate']:,.0f} ev/s x {run['duration_s']:.0f}s, {shape}: "
@@ -146,7 +148,7 @@ def e2e_rows(run: dict[str, Any], shape: str) -> list[Row]:
             value_text=f"{lag:.2f} s ({worst})",
             baseline_name="offered",
             baseline=sent,
-            baseline_text=f"{sent:,.0f} ev/s sent, {run.get('accepted', 0):,} events accepted",
+            baseline_text=f"{sent:,.0f} ev/s sent{requests}, {run.get('accepted', 0):,} accepted",
             target=f"< {target:g} s",
             passed=lag < target and sent >= 0.95 * run["rate"],
         )
@@ -306,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     png = chart(e2e_run, stamp) if e2e_run else None
     print()
     print(table(rows))
+    for key in ("e2e", "e2e_bench"):
+        for name, found in results.get(key, {}).get("processors_exited_or_warned", {}).items():
+            code = found["exit_code"]
+            state = "still running" if code is None else f"exited {code}"
+            print(f"{key}: processor {name} {state}, logged: {found['stderr_tail'][-300:]}")
     print()
     print(f"results: {path}" + (f"\nchart:   {png}" if png else ""))
     # Misses are in the table; the exit code says only whether the bench itself ran.

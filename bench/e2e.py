@@ -13,11 +13,13 @@ from the same samples: the stream's entries-added and each group's read minus pe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -172,38 +174,50 @@ def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[
     ensure_groups(client, stream)
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    with servers.uvicorn_server(servers.INGEST_APP, proc_env, workers=cfg.ingest_workers) as (
-        base,
-        _,
-    ):
-        try:
-            for name in names:
-                procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"],
-                    env=proc_env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            time.sleep(2.0)  # let every processor connect and block on its group
-            sampler = Sampler(env, stream, names, cfg.sample_every_s)
-            sampler.start()
-            load_start = time.time() * 1000
-            report = send(f"{base}/v1/events", proc_env)
-            load_end = time.time() * 1000
-            # Let the groups catch up with what was sent, to report how long that takes.
-            deadline = time.monotonic() + cfg.settle_timeout_s
-            while time.monotonic() < deadline:
-                last = sampler.samples[-1] if sampler.samples else None
-                if last and all(last.get(n, {}).get("lag_s", 1) == 0 for n in names):
-                    break
-                time.sleep(cfg.sample_every_s)
-            sampler.stop.set()
-            sampler.join()
-        finally:
-            _stop_all(procs)
+    exited: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        logs = {name: stack.enter_context(tempfile.TemporaryFile()) for name in names}
+        base, _ = stack.enter_context(
+            servers.uvicorn_server(servers.INGEST_APP, proc_env, workers=cfg.ingest_workers)
+        )
+        stack.callback(_stop_all, procs)
+        for name in names:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"],
+                env=proc_env,
+                stdout=subprocess.DEVNULL,
+                stderr=logs[name],
+            )
+        time.sleep(2.0)  # let every processor connect and block on its group
+        sampler = Sampler(env, stream, names, cfg.sample_every_s)
+        sampler.start()
+        load_start = time.time() * 1000
+        report = send(f"{base}/v1/events", proc_env)
+        load_end = time.time() * 1000
+        # Let the groups catch up with what was sent, to report how long that takes.
+        deadline = time.monotonic() + cfg.settle_timeout_s
+        while time.monotonic() < deadline:
+            last = sampler.samples[-1] if sampler.samples else None
+            if last and all(last.get(n, {}).get("lag_s", 1) == 0 for n in names):
+                break
+            time.sleep(cfg.sample_every_s)
+        sampler.stop.set()
+        sampler.join()
+        # A processor that stopped before being told to, or logged a warning, is a finding.
+        for n, p in procs.items():
+            tail = _log_tail(logs[n], p.poll())
+            if tail["exit_code"] is not None or tail["stderr_tail"]:
+                exited[n] = tail
     client.close()
     env.delete_keys([stream])
-    return summarise(sampler.samples, names, report, load_start, load_end, cfg)
+    result = summarise(sampler.samples, names, report, load_start, load_end, cfg)
+    result["processors_exited_or_warned"] = exited
+    return result
+
+
+def _log_tail(log: Any, code: int | None) -> dict[str, Any]:
+    log.seek(0)
+    return {"exit_code": code, "stderr_tail": log.read()[-2000:].decode(errors="replace")}
 
 
 def summarise(
