@@ -34,16 +34,6 @@ from vidpulse.keys import Keys
 from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
 
-# Every table emptied but the record of applied migrations (the processors check it).
-_TRUNCATE = """
-DO $$ DECLARE t text; BEGIN
-  FOR t IN SELECT tablename FROM pg_tables
-           WHERE schemaname = 'public' AND tablename NOT LIKE 'video_events_y%'
-             AND tablename <> 'schema_migrations'
-  LOOP EXECUTE format('TRUNCATE %I CASCADE', t); END LOOP;
-END $$;
-"""
-
 
 @dataclass(frozen=True)
 class ClusterConfig:
@@ -124,8 +114,7 @@ def _e2e_round(
     settings = _settings(env, stream, layout)
     keys = Keys.of(settings)
     proc_env = env.environ(settings)
-    with env.connect(autocommit=True) as conn:
-        conn.execute(_TRUNCATE)
+    env.truncate_all()
     client = sync_client(settings.redis_url)
     for s in keys.partition_streams:
         ensure_groups(client, s)
