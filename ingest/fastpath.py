@@ -8,11 +8,20 @@ range, any rule broken, any input of a type it does not expect) it returns None 
 the caller asks the model, which accepts it or says precisely why not. So the fast
 path can only ever say yes to what the model says yes to, never reject on its own.
 
-The contract can change under it: `CONTRACT_FINGERPRINT` is a digest of the model's
-JSON schema, of the rule code and of every limit this module copies or imports
-(`COVERED_CODE`, `COVERED_VALUES`); when it no longer matches, the fast path turns
-itself off (every event goes to the model) and the test suite fails, so whoever
-changes the contract updates this module with it.
+Every rule it applies comes from the model's module, read when the model reads it:
+the bounds, patterns and lengths the model's fields are declared with
+(`IDENT_CHARS`, `MAX_RATE`, ...) once, at import, like the model's class; the rules
+the model applies per event (`DURATION_REQUIRED`, `PLAYED_ALLOWED`, the `ts`
+window, the derived `event_id`, the viewer's signature) per event, from
+`vidpulse.events` and `vidpulse.viewers` themselves. A changed rule is so the fast
+path's too.
+
+What it must still copy is how the rules combine (which type needs which field,
+pydantic's strict types) and the model's field list. `CONTRACT_FINGERPRINT` is a
+digest of the model's JSON schema and of the source of the functions that say it
+(`COVERED_CODE`); when it no longer matches, the fast path turns itself off (every
+event goes to the model) and the test suite fails, so whoever changes the contract
+updates this module with it.
 """
 
 from __future__ import annotations
@@ -27,19 +36,21 @@ import orjson
 
 from vidpulse import events, viewers
 from vidpulse.events import (
-    DURATION_REQUIRED,
     EVENT_TYPES,
-    MAX_FUTURE_MS,
-    MAX_PAST_MS,
+    IDENT_CHARS,
+    IDENT_MAX_LENGTH,
     MAX_RANGES,
     MAX_RATE,
-    PLAYED_ALLOWED,
+    MILESTONES,
+    QUALITY_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    VIEWER_SIG_PATTERN,
     EdgeRules,
     Event,
-    content_event_id,
 )
 
-# The model's fields, in its order (which is the order of the stream JSON).
+# The model's fields, in its order (which is the order of the stream JSON): the fields
+# this module knows how to check (a new one changes the schema, so the fingerprint).
 FIELDS = (
     "event_id",
     "type",
@@ -62,10 +73,10 @@ FIELDS = (
 )
 _FIELD_SET = frozenset(FIELDS)
 _TYPES = frozenset(EVENT_TYPES)
-_MILESTONES = frozenset((25, 50, 75, 90))
-# Python's fullmatch has no `$`-before-newline subtlety: the whole string must match.
-_IDENT = re.compile(r"[A-Za-z0-9._:-]{1,128}").fullmatch
-_SIG = re.compile(r"[0-9A-Fa-f]{64}").fullmatch
+_MILESTONES = frozenset(MILESTONES)
+# fullmatch: the whole string must match, even where `$` would allow a final newline.
+_IDENT = re.compile(f"[{IDENT_CHARS}]{{1,{IDENT_MAX_LENGTH}}}").fullmatch
+_SIG = re.compile(VIEWER_SIG_PATTERN).fullmatch
 _UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ).fullmatch
@@ -73,33 +84,16 @@ _UUID = re.compile(
 _MAX_EXACT_INT = 2**53
 _INF = math.inf
 
-# sha256 of the model's JSON schema, the rule code and the limits, as of the contract
-# this module mirrors. See `contract_fingerprint()`.
-CONTRACT_FINGERPRINT = "32274a4938c04ea0"
+# sha256 of the model's JSON schema and the rule code, as of the contract this module
+# mirrors. See `contract_fingerprint()`.
+CONTRACT_FINGERPRINT = "599174320f161fb0"
 
-# Every function of the contract whose rules this module copies (by source) ...
+# Every function of the contract whose rules this module copies (by source).
 COVERED_CODE = (
     (events.Event, "_rule_errors"),
     (events, "parse_event"),
     (events, "_no_nul"),
     (events, "edge_errors"),
-    (events, "content_event_id"),
-    (viewers, "is_anonymous"),
-    (viewers, "sign"),
-    (viewers, "verify"),
-)
-# ... and every limit it imports or copies (by value).
-COVERED_VALUES = (
-    (events, "MAX_PAST_MS"),
-    (events, "MAX_FUTURE_MS"),
-    (events, "MAX_RANGES"),
-    (events, "MAX_RATE"),
-    (events, "EVENT_TYPES"),
-    (events, "DURATION_REQUIRED"),
-    (events, "PLAYED_ALLOWED"),
-    (events, "NOT_CONTENT"),
-    (events, "EVENT_ID_NAMESPACE"),
-    (viewers, "ANONYMOUS_PREFIX"),
 )
 
 
@@ -109,10 +103,6 @@ def contract_fingerprint() -> str:
     digest.update(orjson.dumps(Event.model_json_schema(), option=orjson.OPT_SORT_KEYS))
     for owner, name in COVERED_CODE:
         digest.update(inspect.getsource(getattr(owner, name)).encode())
-    for owner, name in COVERED_VALUES:
-        value = getattr(owner, name)
-        value = sorted(value) if isinstance(value, frozenset) else value
-        digest.update(orjson.dumps([name, value], default=str))
     return digest.hexdigest()[:16]
 
 
@@ -167,7 +157,10 @@ def vouch(
     if type(t) is not str or t not in _TYPES:
         return None
     ts = get("ts")
-    if type(ts) is not int or not now_ms - MAX_PAST_MS <= ts <= now_ms + MAX_FUTURE_MS:
+    if (
+        type(ts) is not int
+        or not now_ms - events.MAX_PAST_MS <= ts <= now_ms + events.MAX_FUTURE_MS
+    ):
         return None
     video_id, session_id, viewer_id = get("video_id"), get("session_id"), get("viewer_id")
     if (
@@ -185,7 +178,7 @@ def vouch(
     key = rules.viewer_key
     if (
         key
-        and not viewer_id.startswith(viewers.ANONYMOUS_PREFIX)
+        and not viewers.is_anonymous(viewer_id)
         and (signature is None or not viewers.verify(key, viewer_id, signature))
     ):
         return None
@@ -217,7 +210,7 @@ def vouch(
         out["duration_s"] = duration
         if position is not None and position > duration + 1:
             return None
-    elif t in DURATION_REQUIRED:
+    elif t in events.DURATION_REQUIRED:
         return None
 
     played = get("played")
@@ -226,7 +219,7 @@ def vouch(
             duration is None
             or type(played) is not list
             or len(played) > MAX_RANGES
-            or t not in PLAYED_ALLOWED
+            or t not in events.PLAYED_ALLOWED
         ):
             return None
         end_top = duration + 1
@@ -274,7 +267,7 @@ def vouch(
 
     quality = get("quality")
     if quality is not None:
-        if not _text(quality, 32):
+        if not _text(quality, QUALITY_MAX_LENGTH):
             return None
         out["quality"] = quality
     elif t == "quality_change":
@@ -282,11 +275,11 @@ def vouch(
 
     course_id, lesson_id = get("course_id"), get("lesson_id")
     if course_id is not None:
-        if not _text(course_id, 128):
+        if not _text(course_id, TEXT_MAX_LENGTH):
             return None
         out["course_id"] = course_id
     if lesson_id is not None:
-        if not _text(lesson_id, 128):
+        if not _text(lesson_id, TEXT_MAX_LENGTH):
             return None
         out["lesson_id"] = lesson_id
 
@@ -297,9 +290,9 @@ def vouch(
 
     try:
         if event_id is _ABSENT:
-            out["event_id"] = str(
-                content_event_id({k: v for k, v in out.items() if k != "event_id"})
-            )
+            not_content = events.NOT_CONTENT
+            content = {k: v for k, v in out.items() if k not in not_content}
+            out["event_id"] = str(events.content_event_id(content))
         return orjson.dumps(out), out
     except orjson.JSONEncodeError:  # e.g. a lone surrogate in a string: the model decides
         return None
