@@ -80,6 +80,7 @@ _SIG = re.compile(VIEWER_SIG_PATTERN).fullmatch
 _UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ).fullmatch
+_LOWER_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 # Ints beyond this lose precision as floats; the model's handling of them is left to it.
 _MAX_EXACT_INT = 2**53
 _INF = math.inf
@@ -130,6 +131,34 @@ def _text(value: Any, limit: int) -> bool:
     return type(value) is str and len(value) <= limit and "\x00" not in value
 
 
+# Strings already found to be valid ids (`_IDENT`) and course or lesson ids (`_text`):
+# the same few recur in event after event, and a set lookup costs a tenth of the check.
+# Each is a function of the string alone; the sets are emptied when they grow large.
+_KNOWN_IDENTS: set[str] = set()
+_KNOWN_TEXTS: set[str] = set()
+_KNOWN_MAX = 1 << 16
+
+
+def _new_ident(value: str) -> bool:
+    """Whether `value` (a str not yet known) is a valid id; remembered when it is."""
+    if not _IDENT(value):
+        return False
+    if len(_KNOWN_IDENTS) >= _KNOWN_MAX:
+        _KNOWN_IDENTS.clear()
+    _KNOWN_IDENTS.add(value)
+    return True
+
+
+def _new_text(value: str) -> bool:
+    """Whether `value` (a str not yet known) is a valid course or lesson id; remembered."""
+    if len(value) > TEXT_MAX_LENGTH or "\x00" in value:
+        return False
+    if len(_KNOWN_TEXTS) >= _KNOWN_MAX:
+        _KNOWN_TEXTS.clear()
+    _KNOWN_TEXTS.add(value)
+    return True
+
+
 _DEFAULT_RULES = EdgeRules()
 
 
@@ -148,9 +177,11 @@ def vouch(
     event_id = get("event_id", _ABSENT)
     if event_id is _ABSENT:
         pass  # derived from the content below, once it is known to be valid
-    elif type(event_id) is not str or not _UUID(event_id):
+    elif type(event_id) is not str:
         return None
-    elif not event_id.islower() and not event_id.isdigit():
+    elif not _LOWER_UUID(event_id):  # the model writes it in lower case
+        if not _UUID(event_id):
+            return None
         event_id = event_id.lower()
 
     t = get("type")
@@ -163,13 +194,14 @@ def vouch(
     ):
         return None
     video_id, session_id, viewer_id = get("video_id"), get("session_id"), get("viewer_id")
+    known = _KNOWN_IDENTS
     if (
         type(video_id) is not str
         or type(session_id) is not str
         or type(viewer_id) is not str
-        or not _IDENT(video_id)
-        or not _IDENT(session_id)
-        or not _IDENT(viewer_id)
+        or (video_id not in known and not _new_ident(video_id))
+        or (session_id not in known and not _new_ident(session_id))
+        or (viewer_id not in known and not _new_ident(viewer_id))
     ):
         return None
     signature = get("viewer_sig")
@@ -223,20 +255,22 @@ def vouch(
         ):
             return None
         end_top = duration + 1
+        floats = True  # every bound a float already: the list goes out as it came
         for pair in played:
             if type(pair) is not list or len(pair) != 2:
                 return None
             start, end = pair
-            if type(start) is not float and (start := _number(start)) is None:
-                return None
-            if type(end) is not float and (end := _number(end)) is None:
-                return None
+            if type(start) is not float:
+                floats = False
+                if (start := _number(start)) is None:
+                    return None
+            if type(end) is not float:
+                floats = False
+                if (end := _number(end)) is None:
+                    return None
             if not 0 <= start < end <= end_top:
                 return None
-        out["played"] = [
-            p if type(p[0]) is float and type(p[1]) is float else [float(p[0]), float(p[1])]
-            for p in played
-        ]
+        out["played"] = played if floats else [[float(start), float(end)] for start, end in played]
 
     milestone = get("milestone")
     if t == "milestone":
@@ -274,12 +308,13 @@ def vouch(
         return None
 
     course_id, lesson_id = get("course_id"), get("lesson_id")
+    texts = _KNOWN_TEXTS
     if course_id is not None:
-        if not _text(course_id, TEXT_MAX_LENGTH):
+        if type(course_id) is not str or (course_id not in texts and not _new_text(course_id)):
             return None
         out["course_id"] = course_id
     if lesson_id is not None:
-        if not _text(lesson_id, TEXT_MAX_LENGTH):
+        if type(lesson_id) is not str or (lesson_id not in texts and not _new_text(lesson_id)):
             return None
         out["lesson_id"] = lesson_id
 
