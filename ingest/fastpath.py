@@ -160,6 +160,8 @@ def _new_text(value: str) -> bool:
 
 
 _DEFAULT_RULES = EdgeRules()
+# The fields every event has (else refused): type, ts and the three ids.
+_ALWAYS = len(("type", "ts", "video_id", "session_id", "viewer_id"))
 
 
 def vouch(
@@ -169,20 +171,23 @@ def vouch(
 
     A None is no verdict: the event may still be valid (the model decides).
     """
-    if not ENABLED or type(raw) is not dict or not _FIELD_SET.issuperset(raw):
+    if not ENABLED or type(raw) is not dict:
         return None
     get = raw.get
     top = rules.max_duration_s + 1
 
+    seen = _ALWAYS  # how many of the event's keys are known present (with a value)
     event_id = get("event_id", _ABSENT)
     if event_id is _ABSENT:
         pass  # derived from the content below, once it is known to be valid
     elif type(event_id) is not str:
         return None
-    elif not _LOWER_UUID(event_id):  # the model writes it in lower case
-        if not _UUID(event_id):
-            return None
-        event_id = event_id.lower()
+    else:
+        seen += 1
+        if not _LOWER_UUID(event_id):  # the model writes it in lower case
+            if not _UUID(event_id):
+                return None
+            event_id = event_id.lower()
 
     t = get("type")
     if type(t) is not str or t not in _TYPES:
@@ -204,16 +209,6 @@ def vouch(
         or (viewer_id not in known and not _new_ident(viewer_id))
     ):
         return None
-    signature = get("viewer_sig")
-    if signature is not None and (type(signature) is not str or not _SIG(signature)):
-        return None
-    key = rules.viewer_key
-    if (
-        key
-        and not viewers.is_anonymous(viewer_id)
-        and (signature is None or not viewers.verify(key, viewer_id, signature))
-    ):
-        return None
     out: dict[str, Any] = {
         "event_id": event_id,
         "type": t,
@@ -225,6 +220,7 @@ def vouch(
 
     position = get("position_s")
     if position is not None:
+        seen += 1
         if type(position) is not float and (position := _number(position)) is None:
             return None
         if not 0 <= position <= top:
@@ -235,6 +231,7 @@ def vouch(
 
     duration = get("duration_s")
     if duration is not None:
+        seen += 1
         if type(duration) is not float and (duration := _number(duration)) is None:
             return None
         if not 0 < duration <= rules.max_duration_s:
@@ -247,6 +244,7 @@ def vouch(
 
     played = get("played")
     if played is not None:
+        seen += 1
         if (
             duration is None
             or type(played) is not list
@@ -272,42 +270,17 @@ def vouch(
                 return None
         out["played"] = played if floats else [[float(start), float(end)] for start, end in played]
 
-    milestone = get("milestone")
-    if t == "milestone":
-        if type(milestone) is not int or milestone not in _MILESTONES:
-            return None
-        out["milestone"] = milestone
-    elif milestone is not None:
-        return None
-
-    from_s, to_s = get("from_s"), get("to_s")
-    if t == "seek":
-        from_s, to_s = _number(from_s), _number(to_s)
-        if from_s is None or to_s is None or not 0 <= from_s <= top or not 0 <= to_s <= top:
-            return None
-        out["from_s"] = from_s
-        out["to_s"] = to_s
-    elif from_s is not None or to_s is not None:
-        return None
-
-    rate = get("rate")
-    if rate is not None:
-        rate = _number(rate)
-        if rate is None or not 0 < rate <= MAX_RATE:
-            return None
-        out["rate"] = rate
-    elif t == "rate_change":
-        return None
-
-    quality = get("quality")
-    if quality is not None:
-        if not _text(quality, QUALITY_MAX_LENGTH):
-            return None
-        out["quality"] = quality
-    elif t == "quality_change":
-        return None
-
     course_id, lesson_id = get("course_id"), get("lesson_id")
+    preview = get("is_preview", _ABSENT)
+    seen += (course_id is not None) + (lesson_id is not None) + (preview is not _ABSENT)
+    # When every key of the event is one of those seen so far (none of them null) and
+    # the type needs none of the others, the event has no unknown field and no
+    # viewer_sig, milestone, from_s, to_s, rate or quality: none to check.
+    if (seen != len(raw) or t in _TYPES_WITH_OWN_FIELDS or rules.viewer_key) and (
+        not _FIELD_SET.issuperset(raw) or not _own_fields(get, t, viewer_id, top, rules, out)
+    ):
+        return None
+
     texts = _KNOWN_TEXTS
     if course_id is not None:
         if type(course_id) is not str or (course_id not in texts and not _new_text(course_id)):
@@ -317,11 +290,12 @@ def vouch(
         if type(lesson_id) is not str or (lesson_id not in texts and not _new_text(lesson_id)):
             return None
         out["lesson_id"] = lesson_id
-
-    preview = get("is_preview", False)
-    if type(preview) is not bool:
+    if preview is _ABSENT:
+        out["is_preview"] = False
+    elif type(preview) is bool:
+        out["is_preview"] = preview
+    else:
         return None
-    out["is_preview"] = preview
 
     try:
         if event_id is _ABSENT:
@@ -331,6 +305,62 @@ def vouch(
         return orjson.dumps(out), out
     except orjson.JSONEncodeError:  # e.g. a lone surrogate in a string: the model decides
         return None
+
+
+# The types that require a field of their own (milestone, from_s and to_s, rate, quality).
+_TYPES_WITH_OWN_FIELDS = frozenset(("milestone", "seek", "rate_change", "quality_change"))
+
+
+def _own_fields(
+    get: Any, t: str, viewer_id: str, top: float, rules: EdgeRules, out: dict[str, Any]
+) -> bool:
+    """Check viewer_sig, milestone, from_s, to_s, rate and quality, adding them to `out`."""
+    signature = get("viewer_sig")
+    if signature is not None and (type(signature) is not str or not _SIG(signature)):
+        return False
+    key = rules.viewer_key
+    if (
+        key
+        and not viewers.is_anonymous(viewer_id)
+        and (signature is None or not viewers.verify(key, viewer_id, signature))
+    ):
+        return False
+
+    milestone = get("milestone")
+    if t == "milestone":
+        if type(milestone) is not int or milestone not in _MILESTONES:
+            return False
+        out["milestone"] = milestone
+    elif milestone is not None:
+        return False
+
+    from_s, to_s = get("from_s"), get("to_s")
+    if t == "seek":
+        from_s, to_s = _number(from_s), _number(to_s)
+        if from_s is None or to_s is None or not 0 <= from_s <= top or not 0 <= to_s <= top:
+            return False
+        out["from_s"] = from_s
+        out["to_s"] = to_s
+    elif from_s is not None or to_s is not None:
+        return False
+
+    rate = get("rate")
+    if rate is not None:
+        rate = _number(rate)
+        if rate is None or not 0 < rate <= MAX_RATE:
+            return False
+        out["rate"] = rate
+    elif t == "rate_change":
+        return False
+
+    quality = get("quality")
+    if quality is not None:
+        if not _text(quality, QUALITY_MAX_LENGTH):
+            return False
+        out["quality"] = quality
+    elif t == "quality_change":
+        return False
+    return True
 
 
 _ABSENT = object()
