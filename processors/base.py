@@ -23,6 +23,8 @@ class Entry:
     received_at: datetime
     user_agent: str | None = None
     referer: str | None = None
+    # What the processor's `prepare` made of this entry when it was read (see Processor).
+    prepared: Any = None
 
     @property
     def is_bot(self) -> bool:
@@ -31,6 +33,7 @@ class Entry:
 
 
 ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]
+Prepare = Callable[[Entry], Any]
 Purge = Callable[[psycopg.Connection[Any], Settings], int]
 
 
@@ -43,11 +46,16 @@ class Processor:
     write only the processor's own tables. `purge`, when given, deletes working
     state no event can need any more (older than the ledger's retention); the
     runtime calls it about hourly, in a transaction of its own, and logs the count.
+    `prepare`, when given, is the per-event work that needs no database (e.g. building
+    a row): the runtime runs it as it decodes a batch, which with a backlog happens on
+    its reading thread while the previous batch commits, and keeps the result in
+    `Entry.prepared`. An entry it raises on is handled as one that cannot be decoded.
     """
 
     name: str
     apply: ApplyBatch
     purge: Purge | None = None
+    prepare: Prepare | None = None
 
     @property
     def group(self) -> str:
