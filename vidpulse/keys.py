@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -142,6 +142,7 @@ def _slot_tag(partition: int, partitions: int) -> str:
     return f"p{partition}.{k}"
 
 
+@lru_cache(maxsize=4096)
 def key_part(ident: str) -> str:
     """An id as one segment of a key: percent-encoded, so it holds no ':' (nor '%' bare).
 
