@@ -1,4 +1,4 @@
-"""What a processor is: a name and a function that applies one batch in one transaction."""
+"""What a processor is: a name and how it applies one batch in one transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from processors.store import Batch, Store, count_refused, group
 from vidpulse.agents import classify
 from vidpulse.events import Event
 from vidpulse.settings import Settings
@@ -32,22 +33,58 @@ class Entry:
 
 ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]
 Purge = Callable[[psycopg.Connection[Any], Settings], int]
+Fold = Callable[[psycopg.Connection[Any], "Batch[Any]", Settings], None]
 
 
-@dataclass(frozen=True)
 class Processor:
-    """A consumer group and the function applying a batch of not-yet-applied events.
+    """A consumer group and how it applies a batch of not-yet-applied events.
 
-    `apply` runs inside the batch's transaction and is given only events this
-    processor has never applied before (the runtime keeps the ledger); it must
-    write only the processor's own tables. `purge`, when given, deletes working
+    The runtime calls `apply` inside the batch's transaction with only events this
+    processor has never applied before (it keeps the ledger); a processor writes
+    only its own tables. A processor either gives its own `apply` function, or
+    declares a keyed `store` (processors/store.py) and a `fold`: `apply` then
+    loads and locks the state of every session the batch touches, runs `fold`
+    over it, saves it, runs `settle` (what is computed from the saved state, if
+    anything), and counts the refused events. `purge`, when given, deletes working
     state no event can need any more (older than the ledger's retention); the
     runtime calls it about hourly, in a transaction of its own, and logs the count.
     """
 
-    name: str
-    apply: ApplyBatch
-    purge: Purge | None = None
+    def __init__(
+        self,
+        name: str,
+        apply: ApplyBatch | None = None,
+        *,
+        store: Store[Any] | None = None,
+        fold: Fold | None = None,
+        settle: Fold | None = None,
+        purge: Purge | None = None,
+    ) -> None:
+        if (apply is None) == (store is None or fold is None):
+            raise ValueError("a processor gives either apply, or a store and a fold")
+        self.name = name
+        self.store = store
+        self.fold = fold
+        self.settle = settle
+        self.purge = purge
+        self._apply = apply
+
+    def apply(
+        self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
+    ) -> None:
+        """Apply one batch of fresh entries (inside the batch's transaction)."""
+        if self._apply is not None:
+            self._apply(conn, entries, settings)
+            return
+        assert self.store is not None
+        assert self.fold is not None
+        groups = group(entries)
+        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else {})
+        self.fold(conn, batch, settings)
+        self.store.save(conn, batch.states)
+        if self.settle is not None:
+            self.settle(conn, batch, settings)
+        count_refused(conn, self.name, batch.refused)
 
     @property
     def group(self) -> str:
@@ -56,3 +93,6 @@ class Processor:
     @property
     def ledger_table(self) -> str:
         return f"{self.name}_applied"
+
+    def __repr__(self) -> str:
+        return f"Processor({self.name!r})"
