@@ -127,8 +127,8 @@ STORE = Store(
         Field(
             "complete_days",
             (("complete_days", "date[]"),),
-            lambda days: list(days or []),
-            lambda days: ("{" + ",".join(d.isoformat() for d in days) + "}",),
+            lambda column: [list(days or []) for days in column],
+            lambda column: [["{" + ",".join(d.isoformat() for d in days) + "}" for days in column]],
         ),
     ],
     SessionState,

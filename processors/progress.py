@@ -14,7 +14,6 @@ recomputes the resume rows of their (viewer, video) pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -98,12 +97,20 @@ class SessionState:
         return ranges
 
 
-def _unique_seconds(state: SessionState) -> Decimal:
-    return sessions.seconds(sessions.millis(intervals.total(state.coverage)))
-
-
-def _completion_pct(state: SessionState) -> Decimal | None:
-    return completion.percent(intervals.total(state.coverage), state.duration.value)
+def _derived(state: SessionState) -> tuple[Any, ...]:
+    """The columns computed from the state: video_sessions reads them."""
+    covered = intervals.total(state.coverage)
+    agent = classify(state.user_agent.value)
+    return (
+        store.at(state.first_ts),
+        store.at(state.last_ts),
+        sessions.seconds(sessions.millis(covered)),
+        completion.percent(covered, state.duration.value),
+        state.completed_at is not None,
+        agent.device_type,
+        agent.browser,
+        agent.os,
+    )
 
 
 STORE = Store(
@@ -113,36 +120,43 @@ STORE = Store(
         sessions.BINDING,
         sessions.CREDIT,
         store.column("first_ts", "bigint"),
-        store.computed("started_at", "timestamptz", lambda s: store.at(s.first_ts)),
         store.column("last_ts", "bigint"),
-        store.computed("last_event_at", "timestamptz", lambda s: store.at(s.last_ts)),
         store.latest("course", "text", "course_id"),
         store.latest("lesson", "text", "lesson_id"),
         store.column("is_preview", "boolean"),
         store.latest("duration", "float8", "duration_s"),
         store.latest("position", "float8", "position_s"),
         store.column("max_position", "float8", "max_position_s"),
-        Field(
+        store.converted(
             "watch_ms",
-            (("watch_seconds", "numeric"),),
+            "watch_seconds",
+            "numeric",
             lambda seconds: int(seconds * 1000),
-            lambda ms: (sessions.seconds(ms),),
+            sessions.seconds,
         ),
         store.ranges("coverage"),
-        store.computed("unique_seconds", "numeric", _unique_seconds),
-        store.computed("completion_pct", "numeric", _completion_pct),
         store.column("complete_ts", "bigint"),
-        store.computed("completed", "boolean", lambda s: s.completed_at is not None),
         store.instant("completed_at"),
         store.column("history_ranges", "integer"),
         store.column("plays", "integer"),
         store.column("pauses", "integer"),
         store.column("seeks", "integer"),
         store.earliest("user_agent", "text"),
-        store.computed("device_type", "text", lambda s: classify(s.user_agent.value).device_type),
-        store.computed("browser", "text", lambda s: classify(s.user_agent.value).browser),
-        store.computed("os", "text", lambda s: classify(s.user_agent.value).os),
         store.earliest("referrer", "text"),
+        Field(
+            None,
+            (
+                ("started_at", "timestamptz"),
+                ("last_event_at", "timestamptz"),
+                ("unique_seconds", "numeric"),
+                ("completion_pct", "numeric"),
+                ("completed", "boolean"),
+                ("device_type", "text"),
+                ("browser", "text"),
+                ("os", "text"),
+            ),
+            dump=lambda states: [list(c) for c in zip(*map(_derived, states), strict=True)],
+        ),
     ],
     SessionState,
     created=sessions.CREATED,

@@ -128,15 +128,18 @@ def cover(old: list[Range], new: list[Range]) -> list[Range]:
 BINDING = Field(
     "binding",
     (("video_id", "text"), ("viewer_id", "text")),
-    Binding,
-    lambda b: (b.video_id, b.viewer_id),
+    lambda videos, viewers: list(map(Binding, videos, viewers)),
     saved=False,
 )
 CREDIT = Field(
     "credit",
     (("span_lo", "bigint"), ("span_hi", "bigint"), ("granted", "float8")),
-    Credit,
-    Credit.columns,
+    lambda lo, hi, granted: list(map(Credit, lo, hi, granted)),
+    lambda credits: [
+        [c.lo_ms for c in credits],
+        [c.hi_ms for c in credits],
+        [c.granted for c in credits],
+    ],
 )
 CREATED = (("video_id", "text"), ("viewer_id", "text"))
 

@@ -22,10 +22,12 @@ being the greatest (event time, stream order) (see processors/sessions.py);
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
@@ -78,46 +80,68 @@ class Earliest(Latest[T]):
 class Field:
     """How one attribute of a state maps to columns of the store's table.
 
-    `load` turns the columns' values (in order) into the attribute, `dump` the
-    attribute back into the columns' values. `attr` None: a column computed from
-    the whole state (`dump` takes the state), written but never read back. `saved`
+    Both functions work a column at a time, for every row of a batch at once:
+    `load` takes one sequence per column and returns the attribute's values, `dump`
+    takes the attribute's values and returns one list per column. None: the
+    attribute is its one column, as is. `attr` None: columns computed from the
+    whole state (`dump` takes the states), written but never read back. `saved`
     False: read, never written (set when the row is created).
     """
 
     attr: str | None
     columns: tuple[tuple[str, str], ...]  # (name, SQL type)
-    load: Callable[..., Any]
-    dump: Callable[[Any], tuple[Any, ...]]
+    load: Callable[..., Sequence[Any]] | None = None
+    dump: Callable[[list[Any]], list[list[Any]]] | None = None
     saved: bool = True
 
 
-def _one(value: Any) -> tuple[Any, ...]:
-    return (value,)
+def each(
+    load: Callable[..., Any], dump: Callable[[Any], tuple[Any, ...]]
+) -> tuple[Callable[..., list[Any]], Callable[[list[Any]], list[list[Any]]]]:
+    """Field functions from ones that convert one row's value."""
 
+    def load_all(*columns: Sequence[Any]) -> list[Any]:
+        return list(map(load, *columns))
 
-def _same(value: Any) -> Any:
-    return value
+    def dump_all(values: list[Any]) -> list[list[Any]]:
+        return [list(c) for c in zip(*map(dump, values), strict=True)]
+
+    return load_all, dump_all
 
 
 def column(attr: str, type: str, name: str | None = None) -> Field:
     """An attribute stored as is in one column (named like it unless `name`)."""
-    return Field(attr, ((name or attr, type),), _same, _one)
+    return Field(attr, ((name or attr, type),))
 
 
-def computed(name: str, type: str, compute: Callable[[Any], Any]) -> Field:
-    """A column written from the whole state (e.g. a percentage), never read back."""
-    return Field(None, ((name, type),), _same, lambda state: (compute(state),))
+def converted(
+    attr: str, name: str, type: str, load: Callable[[Any], Any], dump: Callable[[Any], Any]
+) -> Field:
+    """An attribute kept in one column, converted by `load` and `dump` (None stays None)."""
+    return Field(
+        attr,
+        ((name, type),),
+        lambda values: [None if v is None else load(v) for v in values],
+        lambda values: [[None if v is None else dump(v) for v in values]],
+    )
 
 
 def _latest_field(kind: type[Latest[Any]], attr: str, name: str, prefix: str, type: str) -> Field:
-    def load(value: Any, ts: int | None, order: Any) -> Latest[Any]:
-        return kind(value, None if ts is None else (ts, int(order or 0)))
+    def load(
+        values: Sequence[Any], ts: Sequence[int | None], orders: Sequence[Any]
+    ) -> list[Latest[Any]]:
+        return [
+            kind(v, None if t is None else (t, int(o or 0)))
+            for v, t, o in zip(values, ts, orders, strict=True)
+        ]
 
-    def dump(latest: Latest[Any]) -> tuple[Any, ...]:
-        key = latest.key
-        if key is None:
-            return (latest.value, None, None)
-        return (latest.value, key[0], key[1])
+    def dump(latests: list[Latest[Any]]) -> list[list[Any]]:
+        keys = [latest.key for latest in latests]
+        return [
+            [latest.value for latest in latests],
+            [None if k is None else k[0] for k in keys],
+            [None if k is None else k[1] for k in keys],
+        ]
 
     columns = ((name, type), (f"{prefix}_ts", "bigint"), (f"{prefix}_order", "numeric"))
     return Field(attr, columns, load, dump)
@@ -135,7 +159,7 @@ def earliest(attr: str, type: str, name: str | None = None, prefix: str | None =
 
 def instant(attr: str, name: str | None = None) -> Field:
     """A time in ms since the epoch (int or None) kept in a timestamptz column."""
-    return Field(attr, ((name or attr, "timestamptz"),), ms, lambda value: (at(value),))
+    return converted(attr, name or attr, "timestamptz", ms, at)
 
 
 def ranges(attr: str, name: str | None = None) -> Field:
@@ -145,8 +169,8 @@ def ranges(attr: str, name: str | None = None) -> Field:
     return Field(
         attr,
         ((name or attr, "float8[]"),),
-        intervals.unflat,
-        lambda value: (array_literal(intervals.flat(value)),),
+        lambda values: list(map(intervals.unflat, values)),
+        lambda values: [[array_literal(intervals.flat(v)) for v in values]],
     )
 
 
@@ -197,29 +221,44 @@ class Store(Generic[S]):
             f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key} WHERE false"
         )
         names = [n for f in self.loaded for n, _ in f.columns]
+        self._columns = [c for f in self.saved for c in f.columns]
+        # The saved columns that are not read are read too, to tell which columns a
+        # batch changed (see save).
+        names += [n for n, _ in self._columns if n not in names]
         self._load = f"SELECT {key}, {', '.join(names)} FROM {table} WHERE {key} = ANY(%b::text[])"
-        self._spans: list[tuple[str, int, int, Callable[..., Any]]] = []
+        # Where each saved column is in a loaded row; None: compared by value never
+        # (an array, sent as a text literal).
+        self._before = [None if t.endswith("[]") else 1 + names.index(n) for n, t in self._columns]
+        # States are made from their attributes in the order of `fields` (positionally).
+        parameters = list(inspect.signature(make).parameters)
+        if parameters[: len(self.loaded)] != [f.attr for f in self.loaded]:
+            raise ValueError(f"{table}: fields must list the state's attributes in order")
+        self._spans: list[tuple[int, int, Callable[..., Sequence[Any]] | None]] = []
         at = 1
         for f in self.loaded:
-            width = len(f.columns)
-            self._spans.append((f.attr or "", at, at + width, f.load))
-            at += width
-        columns = [(key, "text"), *(c for f in self.saved for c in f.columns)]
-        # float8[] values travel as text literals: unnest would flatten a 2-D array.
-        sets = ", ".join(
-            f"{n} = u.{n}::{t}" if t.endswith("[]") else f"{n} = u.{n}" for n, t in columns[1:]
-        )
-        params = ", ".join(f"%b::{'text' if t.endswith('[]') else t}[]" for _, t in columns)
-        self._save = (
-            f"UPDATE {table} t SET {sets}\n"
-            f"FROM unnest({params}) AS u({', '.join(n for n, _ in columns)})\n"
-            f"WHERE t.{key} = u.{key}"
-        )
+            self._spans.append((at, at + len(f.columns), f.load))
+            at += len(f.columns)
         self._dumps = [(f.attr, f.dump) for f in self.saved]
+        self._saves: dict[tuple[int, ...], str] = {}
 
-    def load(
-        self, conn: psycopg.Connection[Any], groups: Mapping[str, list[Entry]]
-    ) -> dict[str, S]:
+    def _save_statement(self, changed: tuple[int, ...]) -> str:
+        """UPDATE ... FROM unnest(...) of the saved columns numbered `changed`."""
+        statement = self._saves.get(changed)
+        if statement is None:
+            columns = [(self.key, "text"), *(self._columns[i] for i in changed)]
+            # float8[] values travel as text literals: unnest would flatten a 2-D array.
+            sets = ", ".join(
+                f"{n} = u.{n}::{t}" if t.endswith("[]") else f"{n} = u.{n}" for n, t in columns[1:]
+            )
+            params = ", ".join(f"%b::{'text' if t.endswith('[]') else t}[]" for _, t in columns)
+            statement = self._saves[changed] = (
+                f"UPDATE {self.table} t SET {sets}\n"
+                f"FROM unnest({params}) AS u({', '.join(n for n, _ in columns)})\n"
+                f"WHERE t.{self.key} = u.{self.key}"
+            )
+        return statement
+
+    def load(self, conn: psycopg.Connection[Any], groups: Mapping[str, list[Entry]]) -> States[S]:
         """Create, lock (in key order) and read the rows of the keys of `groups`."""
         keys = list(groups)
         values: list[list[Any]] = [keys]
@@ -227,25 +266,48 @@ class Store(Generic[S]):
             rows = [self.create(group[0]) for group in groups.values()]
             values += [list(c) for c in zip(*rows, strict=True)]
         conn.execute(self._lock, values)
-        states: dict[str, S] = {}
-        spans = self._spans
-        make = self.make
-        for row in conn.execute(self._load, (keys,)):
-            states[row[0]] = make(**{a: load(*row[i:j]) for a, i, j, load in spans})
+        rows = conn.execute(self._load, (keys,)).fetchall()
+        if not rows:
+            return States()
+        columns = list(zip(*rows, strict=True))
+        attributes = [
+            columns[i] if load is None else load(*columns[i:j]) for i, j, load in self._spans
+        ]
+        states = States(zip(columns[0], map(self.make, *attributes), strict=True))
+        states.before = columns
         return states
 
     def save(self, conn: psycopg.Connection[Any], states: Mapping[str, S]) -> None:
-        """Write the states back (their rows are locked since `load`)."""
+        """Write the states back (their rows are locked since `load`).
+
+        Only the columns whose values changed in some row are written: the others
+        hold what was read, since the rows are locked.
+        """
         if not states:
             return
-        rows: list[tuple[Any, ...]] = []
-        dumps = self._dumps
-        for key, state in states.items():
-            row: tuple[Any, ...] = (key,)
-            for attr, dump in dumps:
-                row += dump(state if attr is None else getattr(state, attr))
-            rows.append(row)
-        conn.execute(self._save, [list(c) for c in zip(*rows, strict=True)])
+        keys = list(states)
+        values = list(states.values())
+        columns: list[list[Any]] = []
+        for attr, dump in self._dumps:
+            column = values if attr is None else list(map(attrgetter(attr), values))
+            columns.extend([column] if dump is None else dump(column))
+        before = getattr(states, "before", None)
+        if before is not None and before[0] == tuple(keys):
+            changed = tuple(
+                n
+                for n, (column, at) in enumerate(zip(columns, self._before, strict=True))
+                if at is None or before[at] != tuple(column)
+            )
+        else:
+            changed = tuple(range(len(columns)))
+        if changed:
+            conn.execute(self._save_statement(changed), [keys, *(columns[n] for n in changed)])
+
+
+class States(dict[str, S]):
+    """The states a store loaded, by key, with the columns they were read from."""
+
+    before: list[tuple[Any, ...]] | None = None
 
 
 def group(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
