@@ -210,7 +210,7 @@ def fold(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Se
 
 def settle(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Settings) -> None:
     """Once the sessions are saved: their resume rows."""
-    resume.update(conn, (p for s in batch.states.values() if (p := s.pair) is not None))
+    resume.update(conn, batch.states)
 
 
 PROCESSOR = Processor("progress", store=STORE, fold=fold, settle=settle, purge=completion.purge)

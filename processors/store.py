@@ -130,8 +130,9 @@ def _latest_field(kind: type[Latest[Any]], attr: str, name: str, prefix: str, ty
     def load(
         values: Sequence[Any], ts: Sequence[int | None], orders: Sequence[Any]
     ) -> list[Latest[Any]]:
+        # The order stays the Decimal it is read as: it compares with ints exactly.
         return [
-            kind(v, None if t is None else (t, int(o or 0)))
+            kind(v, None if t is None else (t, 0 if o is None else o))
             for v, t, o in zip(values, ts, orders, strict=True)
         ]
 
