@@ -141,7 +141,7 @@ def _latest_field(kind: type[Latest[Any]], attr: str, name: str, prefix: str, ty
         return [
             [latest.value for latest in latests],
             [None if k is None else k[0] for k in keys],
-            [None if k is None else k[1] for k in keys],
+            [None if k is None else int(k[1]) for k in keys],  # read as Decimal
         ]
 
     columns = ((name, type), (f"{prefix}_ts", "bigint"), (f"{prefix}_order", "numeric"))
