@@ -15,9 +15,10 @@ rows, daily rows, each sorted), so they never deadlock on each other.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, timedelta
 from typing import Any
 
 import psycopg
@@ -60,10 +61,14 @@ RETURNING video_id, day, kind
 """
 
 
-def _upsert(table: str, keys: tuple[str, ...], key_types: tuple[str, ...]) -> str:
-    columns = (*keys, *COUNTERS, "watch_seconds", "first_event_at", "last_event_at")
-    types = (*key_types, *["bigint"] * len(COUNTERS), "numeric", "timestamptz", "timestamptz")
-    sets = [f"{c} = t.{c} + excluded.{c}" for c in (*COUNTERS, "watch_seconds")]
+@functools.cache
+def _upsert(
+    table: str, keys: tuple[str, ...], key_types: tuple[str, ...], counters: tuple[str, ...]
+) -> str:
+    """Add deltas to the counter rows; only `counters` of COUNTERS (the others add 0)."""
+    columns = (*keys, *counters, "watch_seconds", "first_event_at", "last_event_at")
+    types = (*key_types, *["bigint"] * len(counters), "numeric", "timestamptz", "timestamptz")
+    sets = [f"{c} = t.{c} + excluded.{c}" for c in (*counters, "watch_seconds")]
     sets.append("first_event_at = least(t.first_event_at, excluded.first_event_at)")
     sets.append("last_event_at = greatest(t.last_event_at, excluded.last_event_at)")
     return (
@@ -74,8 +79,8 @@ def _upsert(table: str, keys: tuple[str, ...], key_types: tuple[str, ...]) -> st
     )
 
 
-_ADD_TOTALS = _upsert("video_metrics", ("video_id",), ("text",))
-_ADD_DAILY = _upsert("video_metrics_daily", ("video_id", "day"), ("text", "date"))
+_TOTALS = ("video_metrics", ("video_id",), ("text",))
+_DAILY = ("video_metrics_daily", ("video_id", "day"), ("text", "date"))
 
 
 @dataclass
@@ -98,9 +103,9 @@ class Delta:
         self.first_ms = ts if self.first_ms is None else min(self.first_ms, ts)
         self.last_ms = ts if self.last_ms is None else max(self.last_ms, ts)
 
-    def values(self) -> list[Any]:
+    def values(self, counters: tuple[str, ...]) -> list[Any]:
         return [
-            *(self.counts.get(c, 0) for c in COUNTERS),
+            *(self.counts.get(c, 0) for c in counters),
             sessions.seconds(self.watch_ms),
             store.at(self.first_ms),
             store.at(self.last_ms),
@@ -137,6 +142,19 @@ STORE = Store(
 )
 
 
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def utc_day(ts: int) -> date:
+    """The UTC date of a ts in ms."""
+    return _day(ts // 86_400_000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(days: int) -> date:
+    return _EPOCH_DAY + timedelta(days=days)
+
+
 def memberships(entry: Entry) -> list[tuple[str, str]]:
     """The (kind, member) pairs an event makes its video count, before deduplication.
 
@@ -171,15 +189,24 @@ def fold_session(state: SessionState, entries: list[Entry], batch: Deltas) -> in
     days = state.complete_days
     new_days: list[date] = []
     admitted, refused = state.binding.admit(entries)
+    credit = state.credit
     for entry in admitted:
         e = entry.event
-        day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
-        ms = sessions.millis(intervals.total(state.credit.grant_event(entry)))
+        day = utc_day(e.ts)
+        # The session's viewer is a member already for its video if an event of the
+        # session was applied before (it went in with it), and for the days of the
+        # session's smallest and greatest ts so far: no need to insert it again.
+        lo, hi = credit.lo_ms, credit.hi_ms
+        counted = () if lo is None or hi is None else (utc_day(lo), utc_day(hi))
+        ms = sessions.millis(intervals.total(credit.grant_event(entry)))
         count = TYPE_COUNTS.get(e.type)
         batch.totals[e.video_id].add_event(e.ts, ms, count)
         batch.daily[(e.video_id, day)].add_event(e.ts, ms, count)
         for kind, member in memberships(entry):
-            batch.member(e.video_id, day, kind, member)
+            if kind != "viewer" or not counted:
+                batch.member(e.video_id, day, kind, member)
+            elif day not in counted:
+                batch.daily_members.add((e.video_id, day, kind, member))
         if e.type == "session_start":
             state.started = True
         elif e.type == "complete" and day not in days:
@@ -202,7 +229,7 @@ def fold(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Se
     for entry in batch.entries:
         if entry.is_bot:  # counted as such, and in nothing else
             e = entry.event
-            day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
+            day = utc_day(e.ts)
             deltas.totals[e.video_id].counts["bot_events"] += 1
             deltas.daily[(e.video_id, day)].counts["bot_events"] += 1
     for key, group in batch.groups.items():
@@ -223,11 +250,22 @@ def add(conn: psycopg.Connection[Any], batch: Deltas) -> None:
         for video_id, day, kind in conn.execute(_ADD_DAILY_MEMBERS, store.columns(daily_rows, 4)):
             daily[(video_id, day)].counts[DISTINCT[kind]] += 1
 
-    if totals:
-        total_rows = [(video_id, *totals[video_id].values()) for video_id in sorted(totals)]
-        conn.execute(_ADD_TOTALS, store.columns(total_rows, len(total_rows[0])))
-        daily_rows_out = [(*key, *daily[key].values()) for key in sorted(daily)]
-        conn.execute(_ADD_DAILY, store.columns(daily_rows_out, len(daily_rows_out[0])))
+    _add_counters(conn, _TOTALS, {(video_id,): d for video_id, d in totals.items()})
+    _add_counters(conn, _DAILY, dict(daily))
+
+
+def _add_counters(
+    conn: psycopg.Connection[Any],
+    table: tuple[str, tuple[str, ...], tuple[str, ...]],
+    deltas: dict[tuple[Any, ...], Delta],
+) -> None:
+    """Add the deltas to their rows, in key order; counters no row moves are left out."""
+    if not deltas:
+        return
+    moved = {c for d in deltas.values() for c, n in d.counts.items() if n}
+    counters = tuple(c for c in COUNTERS if c in moved)
+    rows = [(*key, *deltas[key].values(counters)) for key in sorted(deltas)]
+    conn.execute(_upsert(*table, counters), store.columns(rows, len(rows[0])))
 
 
 def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
