@@ -24,6 +24,8 @@ class Entry:
     received_at: datetime
     user_agent: str | None = None
     referer: str | None = None
+    # What the processor's `prepare` made of this entry when it was read (see Processor).
+    prepared: Any = None
 
     @property
     def is_bot(self) -> bool:
@@ -32,6 +34,7 @@ class Entry:
 
 
 ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]
+Prepare = Callable[[Entry], Any]
 Purge = Callable[[psycopg.Connection[Any], Settings], int]
 Fold = Callable[[psycopg.Connection[Any], "Batch[Any]", Settings], None]
 
@@ -48,6 +51,10 @@ class Processor:
     anything), and counts the refused events. `purge`, when given, deletes working
     state no event can need any more (older than the ledger's retention); the
     runtime calls it about hourly, in a transaction of its own, and logs the count.
+    `prepare`, when given, is the per-event work that needs no database (e.g. building
+    a row): the runtime runs it as it decodes a batch, which with a backlog happens on
+    its reading thread while the previous batch commits, and keeps the result in
+    `Entry.prepared`. An entry it raises on is handled as one that cannot be decoded.
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class Processor:
         fold: Fold | None = None,
         settle: Fold | None = None,
         purge: Purge | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         if (apply is None) == (store is None or fold is None):
             raise ValueError("a processor gives either apply, or a store and a fold")
@@ -67,6 +75,7 @@ class Processor:
         self.fold = fold
         self.settle = settle
         self.purge = purge
+        self.prepare = prepare
         self._apply = apply
 
     def apply(

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from processors.base import Entry, Processor
 from vidpulse.settings import Settings
@@ -22,14 +21,17 @@ _COPY = """
 COPY video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
                    position_s, duration_s, payload, is_bot) FROM STDIN (FORMAT BINARY)
 """
+# The payload goes as bytes already in jsonb's binary format (a version byte, then
+# the JSON text): COPY hands them to jsonb's binary input as they are.
 _COPY_TYPES = (
     "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "float8", "float8",
-    "jsonb", "bool",
+    "bytea", "bool",
 )  # fmt: skip
+_JSONB_VERSION = b"\x01"
 _INSERT_IGNORING_DUPLICATES = """
 INSERT INTO video_events (event_id, type, video_id, session_id, viewer_id, ts, received_at,
                           position_s, duration_s, payload, is_bot)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
 ON CONFLICT DO NOTHING
 """
 
@@ -76,11 +78,6 @@ def ensure_partitions(conn: psycopg.Connection[Any], months: set[datetime]) -> N
 
 def row(entry: Entry) -> tuple[Any, ...]:
     e = entry.event
-    payload = orjson.loads(e.stream_json())
-    if entry.user_agent:
-        payload["user_agent"] = entry.user_agent
-    if entry.referer:
-        payload["referer"] = entry.referer
     return (
         e.event_id,
         e.type,
@@ -91,19 +88,27 @@ def row(entry: Entry) -> tuple[Any, ...]:
         entry.received_at,
         e.position_s,
         e.duration_s,
-        Jsonb(payload, dumps=_dumps),
+        payload(entry),
         entry.is_bot,
     )
 
 
-def _dumps(obj: Any) -> str:
-    # psycopg's default is the standard library's json.dumps: the costliest step of a row.
-    return orjson.dumps(obj).decode()
+def payload(entry: Entry) -> bytes:
+    """The row's payload in jsonb's binary form: the validated event as the stream JSON
+    of the model, plus the request's user_agent and referer (which the model has no
+    field for, so they cannot be in it already)."""
+    body = entry.event.stream_json()
+    extra = b""
+    if entry.user_agent:
+        extra += b',"user_agent":' + orjson.dumps(entry.user_agent)
+    if entry.referer:
+        extra += b',"referer":' + orjson.dumps(entry.referer)
+    return _JSONB_VERSION + (body[:-1] + extra + b"}" if extra else body)
 
 
 def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
     """Write the batch's events with one COPY (new partitions created first)."""
-    rows = [row(entry) for entry in entries]
+    rows = [row(entry) if entry.prepared is None else entry.prepared for entry in entries]
     months = {datetime(y, m, 1, tzinfo=UTC) for y, m in {(r[5].year, r[5].month) for r in rows}}
     ensure_partitions(conn, months)
     try:
@@ -127,7 +132,10 @@ def _write(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
         # Only possible for an event whose ledger entry was purged (over the retention)
         # and that comes back, e.g. from a dead-letter replay: keep the row there is.
         with conn.cursor() as cur:
-            cur.executemany(_INSERT_IGNORING_DUPLICATES, rows)
+            cur.executemany(
+                _INSERT_IGNORING_DUPLICATES,
+                [(*r[:9], r[9][len(_JSONB_VERSION) :].decode(), r[10]) for r in rows],
+            )
 
 
 # -- retention: whole monthly partitions older than VIDPULSE_RAW_RETENTION_DAYS -------------
@@ -178,4 +186,4 @@ def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
     return sum(rows for _, rows in drop_expired_partitions(conn, settings.raw_retention_days))
 
 
-PROCESSOR = Processor(name="raw", apply=apply, purge=purge)
+PROCESSOR = Processor(name="raw", apply=apply, purge=purge, prepare=row)

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # processors
     batch_size: int = Field(1000, gt=0)
     block_ms: int = Field(1000, ge=1)
+    batch_linger_ms: int = Field(
+        50,
+        ge=0,
+        le=5000,
+        description="after a partial batch, how long a processor waits before reading again",
+    )
     applied_retention_days: int = Field(8, ge=7)
     shutdown_grace_seconds: float = Field(5.0, gt=0)
 

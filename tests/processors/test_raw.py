@@ -119,3 +119,29 @@ def test_retention_drops_only_partitions_wholly_older_dry_run_changes_nothing(
     assert set(_partitions(db)) == set(after)
     for name in kept:
         db.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+
+
+def test_payload_is_the_validated_event_with_the_requests_headers(
+    settings: Settings, db: psycopg.Connection[Any], redis_client: redis.Redis
+) -> None:
+    """The payload is the validated event (defaults included) plus user_agent and referer,
+    escaped as JSON, and never the viewer's signature, even when an entry carries one."""
+    plain = make_event("progress", played=[[0.0, 4.5]], course_id='c "1"')
+    signed = make_event("play", viewer_id="v-2", viewer_sig="ab" * 32)
+    for event, extra in ((plain, {"referer": 'https://x.example/?q="a"\\b'}), (signed, {})):
+        fields: dict[str, Any] = {"event": orjson.dumps(event), "received_at": MARCH_2001}
+        redis_client.xadd(settings.stream, {**fields, "user_agent": 'UA "quoted"\t', **extra})
+    run_burst(settings, "raw")
+    rows = dict(db.execute("SELECT event_id::text, payload FROM video_events").fetchall())
+    assert rows[plain["event_id"]] == {
+        **plain,
+        "is_preview": False,
+        "user_agent": 'UA "quoted"\t',
+        "referer": 'https://x.example/?q="a"\\b',
+    }
+    expected = {k: v for k, v in signed.items() if k != "viewer_sig"}
+    assert rows[signed["event_id"]] == {
+        **expected,
+        "is_preview": False,
+        "user_agent": 'UA "quoted"\t',
+    }

@@ -9,6 +9,7 @@ a TCP proxy in front of Redis that is cut and restored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import socket
 import threading
@@ -27,6 +28,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
+from processors import raw
+from processors.base import Entry
 from processors.registry import PROCESSORS
 from processors.runtime import Consumer, Stopped
 from processors.streams import ensure_groups
@@ -422,6 +425,28 @@ def test_batch_committed_but_never_acked_is_not_applied_again(
     assert pending_ids(redis_client, settings) == []
 
 
+def test_after_a_partial_batch_the_consumer_lingers_and_reads_what_came_as_one_batch(
+    make_settings: Callable[..., Settings],
+    start_consumer: Callable[[Settings, str], threading.Thread],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+) -> None:
+    """A trickle of entries makes one batch per VIDPULSE_BATCH_LINGER_MS, not one per entry."""
+    settings = make_settings(batch_linger_ms=2000)
+    ensure_groups(redis_client, settings.stream)
+    later = [make_event("play") for _ in range(3)]
+    with capture_logs() as logs:
+        start_consumer(settings, "c1")
+        append_raw(redis_client, settings.stream, [make_event("play")])
+        wait_for(lambda: logged(logs, "batch_committed") == 1, "the first batch")
+        for event in later:  # a trickle: each would be a batch of its own without lingering
+            time.sleep(0.2)
+            append_raw(redis_client, settings.stream, [event])
+        wait_for(lambda: logged(logs, "batch_committed") == 2, "the second batch")
+    assert [e["batch"] for e in logs if e["event"] == "batch_committed"] == [1, 3]
+    assert count(db, "video_events") == 4
+
+
 # -- poison entries and dead letters ---------------------------------------------------
 
 
@@ -512,6 +537,42 @@ def test_row_refused_by_postgresql_is_isolated_and_lands_after_fix_and_replay(
     run_burst(settings, "raw")
     assert_exactly_once(db, [*events, poison])
     assert dead_letters(redis_client, settings) == []
+
+
+def test_entry_its_processor_cannot_prepare_is_handled_as_undecodable(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+) -> None:
+    """An entry on which the processor's `prepare` raises fails alone, like a bad entry:
+    the others commit, it stays pending, and reaches the DLQ at max_deliveries."""
+    settings = make_settings(max_deliveries=2)
+    ensure_groups(redis_client, settings.stream)
+
+    def prepare(entry: Entry) -> Any:
+        if entry.event.video_id == "unpreparable":
+            raise ValueError("no row for this one")
+        return raw.row(entry)
+
+    processor = dataclasses.replace(PROCESSORS["raw"], prepare=prepare)
+    good = [make_event("play") for _ in range(3)]
+    [bad_id] = append_raw(redis_client, settings.stream, [make_event(video_id="unpreparable")])
+    append_raw(redis_client, settings.stream, good)
+    consumer = Consumer(processor, settings, consumer="c1")
+    try:
+        consumer.process(consumer.stream.read_new(100, 10))
+        assert sorted(stored_ids(db)) == sorted(e["event_id"] for e in good)
+        assert pending_ids(redis_client, settings) == [bad_id]
+        _, claimed = consumer.stream.claim_idle(0, "0-0", 100)  # second: max_deliveries
+        consumer.process(claimed, redelivered=True)
+    finally:
+        consumer.redis.close()
+        if consumer.conn is not None:
+            consumer.conn.close()
+    [letter] = dead_letters(redis_client, settings)
+    assert letter[b"original_id"].decode() == bad_id
+    assert b"cannot be prepared: ValueError: no row for this one" in letter[b"error"]
+    assert pending_ids(redis_client, settings) == []
 
 
 def test_entry_delivered_too_often_is_dead_lettered_without_another_attempt(
