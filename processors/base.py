@@ -39,61 +39,28 @@ Purge = Callable[[psycopg.Connection[Any], Settings], int]
 Fold = Callable[[psycopg.Connection[Any], "Batch[Any]", Settings], None]
 
 
+@dataclass(frozen=True)
 class Processor:
-    """A consumer group and how it applies a batch of not-yet-applied events.
+    """A consumer group and the function applying a batch of not-yet-applied events.
 
-    The runtime calls `apply` inside the batch's transaction with only events this
-    processor has never applied before (it keeps the ledger); a processor writes
-    only its own tables. A processor either gives its own `apply` function, or
-    declares a keyed `store` (processors/store.py) and a `fold`: `apply` then
-    loads and locks the state of every session the batch touches, runs `fold`
-    over it, saves it, runs `settle` (what is computed from the saved state, if
-    anything), and counts the refused events. `purge`, when given, deletes working
-    state no event can need any more (older than the ledger's retention); the
-    runtime calls it about hourly, in a transaction of its own, and logs the count.
+    `apply` runs inside the batch's transaction and is given only events this
+    processor has never applied before (the runtime keeps the ledger); it must
+    write only the processor's own tables. A processor keeping state per session
+    is made with `keyed` (below): its `apply` loads and locks that state from its
+    `store`, folds the batch over it and saves it. `purge`, when given, deletes
+    working state no event can need any more (older than the ledger's retention);
+    the runtime calls it about hourly, in a transaction of its own, and logs the count.
     `prepare`, when given, is the per-event work that needs no database (e.g. building
     a row): the runtime runs it as it decodes a batch, which with a backlog happens on
     its reading thread while the previous batch commits, and keeps the result in
     `Entry.prepared`. An entry it raises on is handled as one that cannot be decoded.
     """
 
-    def __init__(
-        self,
-        name: str,
-        apply: ApplyBatch | None = None,
-        *,
-        store: Store[Any] | None = None,
-        fold: Fold | None = None,
-        settle: Fold | None = None,
-        purge: Purge | None = None,
-        prepare: Prepare | None = None,
-    ) -> None:
-        if (apply is None) == (store is None or fold is None):
-            raise ValueError("a processor gives either apply, or a store and a fold")
-        self.name = name
-        self.store = store
-        self.fold = fold
-        self.settle = settle
-        self.purge = purge
-        self.prepare = prepare
-        self._apply = apply
-
-    def apply(
-        self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
-    ) -> None:
-        """Apply one batch of fresh entries (inside the batch's transaction)."""
-        if self._apply is not None:
-            self._apply(conn, entries, settings)
-            return
-        assert self.store is not None
-        assert self.fold is not None
-        groups = group(entries)
-        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else {})
-        self.fold(conn, batch, settings)
-        self.store.save(conn, batch.states)
-        if self.settle is not None:
-            self.settle(conn, batch, settings)
-        count_refused(conn, self.name, batch.refused)
+    name: str
+    apply: ApplyBatch
+    purge: Purge | None = None
+    prepare: Prepare | None = None
+    store: Store[Any] | None = None
 
     @property
     def group(self) -> str:
@@ -103,5 +70,43 @@ class Processor:
     def ledger_table(self) -> str:
         return f"{self.name}_applied"
 
-    def __repr__(self) -> str:
-        return f"Processor({self.name!r})"
+
+@dataclass(frozen=True)
+class KeyedApply:
+    """A keyed processor's `apply`: load, fold, save, settle.
+
+    Groups the batch's events by session (bots' left out), then `store.load` creates,
+    locks (in session order) and reads every touched session's state; `fold` turns
+    the events into new states and writes the processor's own output tables;
+    `store.save` writes the states back; `settle`, when given, writes what is
+    computed from the saved states; last, the refused events are counted.
+    """
+
+    name: str
+    store: Store[Any]
+    fold: Fold
+    settle: Fold | None = None
+
+    def __call__(
+        self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
+    ) -> None:
+        groups = group(entries)
+        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else {})
+        self.fold(conn, batch, settings)
+        self.store.save(conn, batch.states)
+        if self.settle is not None:
+            self.settle(conn, batch, settings)
+        count_refused(conn, self.name, batch.refused)
+
+
+def keyed(
+    name: str,
+    store: Store[Any],
+    fold: Fold,
+    *,
+    settle: Fold | None = None,
+    purge: Purge | None = None,
+    prepare: Prepare | None = None,
+) -> Processor:
+    """A processor keeping per-session state in `store`, applying batches by `fold`."""
+    return Processor(name, KeyedApply(name, store, fold, settle), purge, prepare, store)

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from processors import intervals, sessions, store
-from processors.base import Entry, Processor
+from processors.base import Entry, keyed
 from processors.intervals import Range
 from processors.sessions import Binding, Credit
 from processors.store import Batch, Latest, Store
@@ -160,4 +160,4 @@ def fold_session(state: SessionState, entries: list[Entry], counters: Counters, 
     return refused
 
 
-PROCESSOR = Processor("heatmap", store=STORE, fold=fold)
+PROCESSOR = keyed("heatmap", STORE, fold)

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from processors import intervals, sessions, store
-from processors.base import Entry, Processor
+from processors.base import Entry, keyed
 from processors.sessions import Binding, Credit
 from processors.store import Batch, Field, Store
 from vidpulse.settings import Settings
@@ -279,4 +279,4 @@ def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
     ).rowcount
 
 
-PROCESSOR = Processor("metrics", store=STORE, fold=fold, purge=purge)
+PROCESSOR = keyed("metrics", STORE, fold, purge=purge)

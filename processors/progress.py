@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from processors import completion, intervals, resume, sessions, store
-from processors.base import Entry, Processor
+from processors.base import Entry, keyed
 from processors.completion import Played
 from processors.intervals import Range
 from processors.sessions import Binding, Credit
@@ -213,4 +213,4 @@ def settle(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: 
     resume.update(conn, batch.states)
 
 
-PROCESSOR = Processor("progress", store=STORE, fold=fold, settle=settle, purge=completion.purge)
+PROCESSOR = keyed("progress", STORE, fold, settle=settle, purge=completion.purge)
