@@ -13,6 +13,7 @@ docs/processors.md).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,8 +78,19 @@ def percent(part: float, whole: float | None) -> Decimal | None:
 
 def reached(coverage: Sequence[Range], duration: float | None, threshold: float) -> bool:
     """Whether coverage makes completion_pct reach 100·threshold."""
+    if duration is None:
+        return False
+    target = _target(threshold)
+    ratio = 100 * intervals.total(coverage) / duration
+    if ratio < float(target) - 0.01:  # short of it by more than the rounding: plainly not
+        return False
     pct = percent(intervals.total(coverage), duration)
-    return pct is not None and pct >= Decimal(str(threshold)) * 100
+    return pct is not None and pct >= target
+
+
+@functools.lru_cache(maxsize=16)
+def _target(threshold: float) -> Decimal:
+    return Decimal(str(threshold)) * 100
 
 
 def completion_time(
