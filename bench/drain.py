@@ -1,5 +1,11 @@
-"""Processor throughput: each registered processor drains the same 100,000-event backlog,
-next to a one-at-a-time worker (bench/baseline.py) consuming the same stream.
+"""Processor throughput: each registered processor drains the same backlog, next to a
+one-at-a-time worker (bench/baseline.py) consuming the same stream, in two shapes:
+
+- bench shape: 100,000 events of the audience generator (`bench.traffic`), sessions of
+  a few minutes spread over three days, so one session's events mostly come together;
+- live shape: 10,000 concurrent lesson sessions x 10 beacons (`bench.live`), sessions
+  round-robin, so a batch of 1,000 entries touches about 850 sessions (about 50 in the
+  bench shape).
 
 The drain rate of a processor is timed from its first read to its last ack, sampled
 from its consumer group (XINFO GROUPS every 20 ms); the process start-up around it is
@@ -8,6 +14,7 @@ reported too but left out of the rate, as it is for the one-at-a-time worker.
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -16,23 +23,40 @@ from typing import Any
 
 import redis
 
-from bench import baseline, traffic
+from bench import baseline, live, traffic
 from bench.env import BenchEnv
 from processors.registry import PROCESSORS
 from processors.streams import ensure_groups
+from vidpulse.events import now_ms
+
+Item = tuple[dict[str, Any], str, str]  # (event, user agent, referer)
+
+
+SHAPES = ("bench", "live")
 
 
 @dataclass(frozen=True)
 class DrainConfig:
     backlog: int = 100_000
+    live_sessions: int = 10_000
+    live_beacons: int = 10
+    shapes: tuple[str, ...] = SHAPES
     baseline_max_events: int = 100_000
     baseline_max_seconds: float = 20.0
     timeout_s: float = 300.0
 
 
-def fill_backlog(env: BenchEnv, stream: str, count: int, *, seed: int) -> int:
-    """XADD `count` tracker-like events, fields exactly as the ingest writes them."""
-    items = traffic.audience_events(count, seed=seed)
+def live_backlog(sessions: int, beacons: int, *, seed: int) -> tuple[list[Item], dict[str, Any]]:
+    """`beacons` rounds of `sessions` concurrent sessions, in stream order; and their mix."""
+    rounds = live.LiveTraffic(
+        sessions, seed=seed, start_ms=live.backlog_start_ms(now_ms(), beacons)
+    )
+    items = list(live.entries(b for r in rounds.rounds(beacons) for b in r))
+    return items, live.length_summary(rounds.lengths)
+
+
+def fill_stream(env: BenchEnv, stream: str, items: list[Item]) -> int:
+    """XADD `items` in order, fields exactly as the ingest writes them; the stream's length."""
     client = env.redis()
     try:
         pipe = client.pipeline(transaction=False)
@@ -55,9 +79,20 @@ def _group(client: redis.Redis, stream: str, name: str) -> dict[str, Any]:
 
 
 def drain_one(
-    env: BenchEnv, stream: str, name: str, total: int, timeout_s: float
+    env: BenchEnv,
+    stream: str,
+    name: str,
+    total: int,
+    timeout_s: float,
+    *,
+    trace: list[tuple[float, int]] | None = None,
+    sample_every_s: float = 0.02,
 ) -> dict[str, Any]:
-    """Run `vidpulse process NAME --burst` on the backlog; time it from its group's progress."""
+    """Run `vidpulse process NAME --burst` on the backlog; time it from its group's progress.
+
+    With `trace`, every sample's (monotonic time, entries committed: read minus pending)
+    is appended to it.
+    """
     settings = env.settings(stream)
     client = env.redis()
     started = time.monotonic()
@@ -79,7 +114,9 @@ def drain_one(
                 first_read = now
             if read >= total and pending == 0 and all_acked is None:
                 all_acked = now
-            time.sleep(0.02)
+            if trace is not None and g:
+                trace.append((now, read - pending))
+            time.sleep(sample_every_s)
         if proc.poll() is None:
             proc.kill()
             raise RuntimeError(f"processor {name} did not drain {total} events in {timeout_s}s")
@@ -108,14 +145,43 @@ def drain_one(
 
 
 def run(env: BenchEnv, cfg: DrainConfig) -> dict[str, Any]:
-    stream = env.stream("drain")
+    out: dict[str, Any] = {"shapes": {}}
+    for shape in cfg.shapes:
+        if shape == "bench":
+            items, mix = traffic.audience_events(cfg.backlog, seed=21), None
+            label = "bench shape"
+        elif shape == "live":
+            items, mix = live_backlog(cfg.live_sessions, cfg.live_beacons, seed=22)
+            label = f"live, {cfg.live_sessions:,} sessions x {cfg.live_beacons} beacons"
+        else:
+            raise ValueError(f"unknown backlog shape {shape!r}")
+        result = drain_shape(env, cfg, shape, items)
+        result["label"] = label
+        if mix is not None:
+            result["session_lengths"] = mix
+        out["shapes"][shape] = result
+    return out
+
+
+def drain_shape(env: BenchEnv, cfg: DrainConfig, shape: str, items: list[Item]) -> dict[str, Any]:
+    """The one-at-a-time worker, then every processor on fresh tables, on one stream of `items`."""
+    stream = env.stream(f"drain-{shape}")
     client = env.redis()
     try:
         ensure_groups(client, stream)
     finally:
         client.close()
-    filled = fill_backlog(env, stream, cfg.backlog, seed=21)
-    out: dict[str, Any] = {"backlog": filled, "processors": {}}
+    filled = fill_stream(env, stream, items)
+    sessions = [
+        len({e["session_id"] for e, _, _ in items[i : i + 1000]})
+        for i in range(0, len(items) - 999, 1000)
+    ]
+    out: dict[str, Any] = {
+        "backlog": filled,
+        "sessions_per_1000_entries": statistics.median(sessions) if sessions else 0,
+        "processors": {},
+    }
+    env.truncate_all()
     one_at_a_time = baseline.run_one_at_a_time_worker(
         env.redis_url,
         env.database_url,

@@ -13,13 +13,16 @@ from the same samples: the stream's entries-added and each group's read minus pe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,7 @@ class E2EConfig:
     batch_window_ms: int = 60_000
     max_batch: int = 100
     connections: int = 64
+    ingest_workers: int = 1
 
 
 def _s(value: Any) -> str:
@@ -111,9 +115,58 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
+Sender = Callable[[str, dict[str, str]], dict[str, Any]]
+
+
 def run(env: BenchEnv, cfg: E2EConfig) -> dict[str, Any]:
+    """The bench shape: `vidpulse simulate` (Python) sends the load."""
+
+    def simulate(url: str, proc_env: dict[str, str]) -> dict[str, Any]:
+        sim = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vidpulse",
+                "simulate",
+                "--url",
+                url,
+                "--rate",
+                str(cfg.rate),
+                "--duration",
+                str(cfg.duration_s),
+                "--seed",
+                "31",
+                "--videos",
+                "2000",
+                "--viewers",
+                "50000",
+                "--batch-window-ms",
+                str(cfg.batch_window_ms),
+                "--max-batch",
+                str(cfg.max_batch),
+                "--connections",
+                str(cfg.connections),
+                "--json",
+            ],
+            env=proc_env,
+            capture_output=True,
+            text=True,
+            timeout=cfg.duration_s + 120,
+            check=False,
+        )
+        report: dict[str, Any] = (
+            json.loads(sim.stdout.strip().splitlines()[-1]) if sim.stdout else {}
+        )
+        return report
+
+    return run_pipeline(env, cfg, "e2e", simulate)
+
+
+def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[str, Any]:
+    """Ingest and every processor running; `send(url, environment)` sends the load and
+    returns what it reports; the groups' lag sampled throughout, until they catch up."""
     names = list(PROCESSORS)
-    stream = env.stream("e2e")
+    stream = env.stream(key)
     settings = env.settings(stream)
     proc_env = env.environ(settings)
     env.truncate_all()
@@ -121,67 +174,50 @@ def run(env: BenchEnv, cfg: E2EConfig) -> dict[str, Any]:
     ensure_groups(client, stream)
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    with servers.uvicorn_server(servers.INGEST_APP, proc_env) as (base, _):
-        try:
-            for name in names:
-                procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"],
-                    env=proc_env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            time.sleep(2.0)  # let every processor connect and block on its group
-            sampler = Sampler(env, stream, names, cfg.sample_every_s)
-            sampler.start()
-            load_start = time.time() * 1000
-            sim = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "vidpulse",
-                    "simulate",
-                    "--url",
-                    f"{base}/v1/events",
-                    "--rate",
-                    str(cfg.rate),
-                    "--duration",
-                    str(cfg.duration_s),
-                    "--seed",
-                    "31",
-                    "--videos",
-                    "2000",
-                    "--viewers",
-                    "50000",
-                    "--batch-window-ms",
-                    str(cfg.batch_window_ms),
-                    "--max-batch",
-                    str(cfg.max_batch),
-                    "--connections",
-                    str(cfg.connections),
-                    "--json",
-                ],
+    exited: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        logs = {name: stack.enter_context(tempfile.TemporaryFile()) for name in names}
+        base, _ = stack.enter_context(
+            servers.uvicorn_server(servers.INGEST_APP, proc_env, workers=cfg.ingest_workers)
+        )
+        stack.callback(_stop_all, procs)
+        for name in names:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"],
                 env=proc_env,
-                capture_output=True,
-                text=True,
-                timeout=cfg.duration_s + 120,
-                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=logs[name],
             )
-            load_end = time.time() * 1000
-            report = json.loads(sim.stdout.strip().splitlines()[-1]) if sim.stdout else {}
-            # Let the groups catch up with what was sent, to report how long that takes.
-            deadline = time.monotonic() + cfg.settle_timeout_s
-            while time.monotonic() < deadline:
-                last = sampler.samples[-1] if sampler.samples else None
-                if last and all(last.get(n, {}).get("lag_s", 1) == 0 for n in names):
-                    break
-                time.sleep(cfg.sample_every_s)
-            sampler.stop.set()
-            sampler.join()
-        finally:
-            _stop_all(procs)
+        time.sleep(2.0)  # let every processor connect and block on its group
+        sampler = Sampler(env, stream, names, cfg.sample_every_s)
+        sampler.start()
+        load_start = time.time() * 1000
+        report = send(f"{base}/v1/events", proc_env)
+        load_end = time.time() * 1000
+        # Let the groups catch up with what was sent, to report how long that takes.
+        deadline = time.monotonic() + cfg.settle_timeout_s
+        while time.monotonic() < deadline:
+            last = sampler.samples[-1] if sampler.samples else None
+            if last and all(last.get(n, {}).get("lag_s", 1) == 0 for n in names):
+                break
+            time.sleep(cfg.sample_every_s)
+        sampler.stop.set()
+        sampler.join()
+        # A processor that stopped before being told to, or logged a warning, is a finding.
+        for n, p in procs.items():
+            tail = _log_tail(logs[n], p.poll())
+            if tail["exit_code"] is not None or tail["stderr_tail"]:
+                exited[n] = tail
     client.close()
     env.delete_keys([stream])
-    return summarise(sampler.samples, names, report, load_start, load_end, cfg)
+    result = summarise(sampler.samples, names, report, load_start, load_end, cfg)
+    result["processors_exited_or_warned"] = exited
+    return result
+
+
+def _log_tail(log: Any, code: int | None) -> dict[str, Any]:
+    log.seek(0)
+    return {"exit_code": code, "stderr_tail": log.read()[-2000:].decode(errors="replace")}
 
 
 def summarise(
@@ -235,11 +271,12 @@ def summarise(
         "rate": cfg.rate,
         "duration_s": cfg.duration_s,
         "lag_target_s": cfg.lag_target_s,
-        "simulate": report,
+        "sender": report,
         "groups": groups,
         "worst_group": worst,
         "worst_lag_p99_s": groups[worst]["lag_p99_s"] if worst else None,
         "samples_during_load": len(during),
+        "accepted": samples[-1]["added"] if samples else 0,
         "series": series,
         "batch_window_ms": cfg.batch_window_ms,
         "max_batch": cfg.max_batch,

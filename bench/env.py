@@ -1,7 +1,8 @@
 """The bench's own corner of Redis and PostgreSQL: a dedicated database and key prefix.
 
-Everything a bench run creates lives in the database `vidpulse_bench` and under the
-Redis key prefix `vpbench:<run id>:`; `BenchEnv.cleanup()` removes both.
+Everything a bench run creates lives in the database `vidpulse_bench_<run id>` and under
+the Redis key prefix `vpbench:<run id>:`; `BenchEnv.cleanup()` removes both. Two runs
+on one machine (and one PostgreSQL) never touch each other's data.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from vidpulse.database import migrate
 from vidpulse.settings import Settings
 
-BENCH_DATABASE = "vidpulse_bench"
+BENCH_DATABASE = "vidpulse_bench"  # the prefix of each run's own database
 
-# Every table the schema creates except partitions; emptied between measurements.
+# Every table the schema creates except partitions and the record of applied migrations
+# (without it, processors wait for `vidpulse migrate`); emptied between measurements.
 _TRUNCATE_ALL = """
 DO $$ DECLARE t text; BEGIN
   FOR t IN SELECT tablename FROM pg_tables
            WHERE schemaname = 'public' AND tablename NOT LIKE 'video_events_y%'
+             AND tablename <> 'schema_migrations'
   LOOP EXECUTE format('TRUNCATE %I CASCADE', t); END LOOP;
 END $$;
 """
@@ -52,7 +55,11 @@ class BenchEnv:
 
     @property
     def database_url(self) -> str:
-        return make_conninfo(self.server_url, dbname=BENCH_DATABASE)
+        return make_conninfo(self.server_url, dbname=self.database)
+
+    @property
+    def database(self) -> str:
+        return f"{BENCH_DATABASE}_{self.run_id}"
 
     def stream(self, name: str) -> str:
         """A stream key of this run (every other key of it shares the prefix)."""
@@ -116,7 +123,7 @@ class BenchEnv:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(BENCH_DATABASE)
+                    sql.Identifier(self.database)
                 )
             )
 
@@ -128,6 +135,6 @@ class BenchEnv:
         params = conninfo_to_dict(self.database_url)
         return {
             "redis": self.redis_url,
-            "postgres": f"{params.get('host', '')}:{params.get('port', 5432)}/{BENCH_DATABASE}",
+            "postgres": f"{params.get('host', '')}:{params.get('port', 5432)}/{self.database}",
             "key_prefix": self.prefix,
         }

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import hiredis
@@ -56,6 +57,9 @@ _MAX_EVENTS_PER_CALL = 2000
 _READ_SIZE = 1 << 16
 # hiredis's stub types a command as a one-element tuple.
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
+# The RESP header of a bulk string of each length an event's JSON usually has (formatting
+# it per event cost more than the rest of packing the event).
+_BULK_HEADS = [b"$%d\r\n" % n for n in range(4096)]
 
 
 class Backpressure(Exception):
@@ -166,7 +170,7 @@ class Appender:
                     if error is not None:  # not known appended, whole: 503, and a retry
                         future.set_exception(error)
                     else:
-                        future.set_result([ok for r in mine for ok in r])  # type: ignore[union-attr]
+                        future.set_result(list(chain.from_iterable(mine)))  # type: ignore[arg-type]
         finally:
             self._flusher = None
 
@@ -199,6 +203,7 @@ class Appender:
         stream = self._stream.encode()
         ttl = str(self._ttl).encode()
         pack = _pack
+        bulk_heads = _BULK_HEADS
         packed: list[bytes] = []
         count = 1  # commands sent: the closing XLEN
         if load:
@@ -218,13 +223,15 @@ class Appender:
                 stream,
             )
             tail = b"".join(b"\r\n$%d\r\n%s" % (len(f), f) for f in fields) + b"\r\n"
+            count += len(batch.events)
             for dedupe, event_json in batch.events:
-                count += 1
                 if dedupe:
                     script = (self._sha, b"2", stream, dedupe, ttl, b"event", event_json)
                     packed.append(pack((b"EVALSHA", *script, *fields)))
                 else:
-                    packed += (head, b"$%d\r\n" % len(event_json), event_json, tail)
+                    size = len(event_json)
+                    bulk = bulk_heads[size] if size < 4096 else b"$%d\r\n" % size
+                    packed += (head, bulk, event_json, tail)
         packed.append(pack((b"XLEN", stream)))
         replies = await self._roundtrip(b"".join(packed), count)
         if load:
@@ -236,10 +243,11 @@ class Appender:
         for batch in batches:
             mine = replies[at : at + len(batch.events)]
             at += len(batch.events)
-            error = next((r for r in mine if isinstance(r, Exception)), None)
-            if error is None:
-                results.append([r != 0 for r in mine])
+            if ResponseError not in set(map(type, mine)):  # hiredis's error replies
+                # an entry id (appended), or the script's 1 (appended) or 0 (a duplicate)
+                results.append(list(map(bool, mine)))
                 continue
+            error = next(r for r in mine if isinstance(r, Exception))
             if "NOSCRIPT" in str(error):
                 self._loaded = False
             log.warning("append_failed", error=str(error))

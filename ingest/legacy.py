@@ -32,7 +32,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.app import (
+from ingest.appender import Item
+from ingest.http import (
     CLOSE,
     JSONResponse,
     RequestError,
@@ -43,7 +44,6 @@ from ingest.app import (
     read_body,
     request_context,
 )
-from ingest.appender import Item
 from vidpulse.events import (
     TS_WINDOW_MESSAGE,
     EdgeRules,

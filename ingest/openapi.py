@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.app import JSONResponse
+from ingest.http import JSONResponse
 from ingest.legacy import WATCHED50_EVENT, VideoComplete, VideoProgress, VideoView, Watched50
 from vidpulse import __version__
 from vidpulse.events import (

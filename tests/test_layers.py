@@ -73,3 +73,24 @@ def test_the_graph_sees_imports_inside_functions_and_through_other_modules() -> 
 def test_the_entry_point_is_a_module_of_the_package() -> None:
     """The one exemption names a real module, so it cannot go stale."""
     assert ENTRY in graph().find_descendants("vidpulse")
+
+
+@pytest.mark.parametrize("package", ["ingest"])
+def test_package_has_no_import_cycle(package: str) -> None:
+    """No two modules of the package import each other, directly or through others.
+
+    grimp names the imports whose removal would leave the package's modules acyclic:
+    none, when nothing there goes round in a circle.
+    """
+    assert graph().nominate_cycle_breakers(package) == set()
+
+
+def test_the_cycle_check_would_see_a_cycle() -> None:
+    """The check above is not blind: two modules importing each other, through a third."""
+    cyclic = grimp.ImportGraph()
+    for module in ("pkg", "pkg.a", "pkg.b", "pkg.c"):
+        cyclic.add_module(module)
+    cyclic.add_import(importer="pkg.a", imported="pkg.b")
+    cyclic.add_import(importer="pkg.b", imported="pkg.c")
+    cyclic.add_import(importer="pkg.c", imported="pkg.a")
+    assert cyclic.nominate_cycle_breakers("pkg") != set()

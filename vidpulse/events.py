@@ -34,8 +34,20 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
+Milestone = Literal[25, 50, 75, 90]
+MILESTONES: tuple[int, ...] = Milestone.__args__  # type: ignore[attr-defined]
+
+# The rules the model's fields are declared with, named for ingest/fastpath.py, which
+# applies them to the events it vouches for.
+IDENT_CHARS = "A-Za-z0-9._:-"  # a regex character class's contents
+IDENT_MAX_LENGTH = 128
+QUALITY_MAX_LENGTH = 32
+TEXT_MAX_LENGTH = 128  # course_id, lesson_id
+VIEWER_SIG_PATTERN = r"^[0-9A-Fa-f]{64}$"
+
 Ident = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    str,
+    StringConstraints(min_length=1, max_length=IDENT_MAX_LENGTH, pattern=f"^[{IDENT_CHARS}]+$"),
 ]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -49,7 +61,7 @@ def _no_nul(value: str) -> str:
 
 NoNul = AfterValidator(_no_nul)
 # hex HMAC-SHA256(signing key, viewer_id), see vidpulse/viewers.py; never stored.
-ViewerSig = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{64}$")]
+ViewerSig = Annotated[str, StringConstraints(pattern=VIEWER_SIG_PATTERN)]
 Range = Annotated[list[Seconds], Field(min_length=2, max_length=2)]
 
 MAX_PAST_MS = 7 * 24 * 3600 * 1000
@@ -104,13 +116,13 @@ class Event(BaseModel):
     position_s: Seconds | None = None
     duration_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     played: Annotated[list[Range], Field(max_length=MAX_RANGES)] | None = None
-    milestone: Literal[25, 50, 75, 90] | None = None
+    milestone: Milestone | None = None
     from_s: Seconds | None = None
     to_s: Seconds | None = None
     rate: Annotated[float, Field(gt=0, le=MAX_RATE, allow_inf_nan=False)] | None = None
-    quality: Annotated[str, StringConstraints(max_length=32), NoNul] | None = None
-    course_id: Annotated[str, StringConstraints(max_length=128), NoNul] | None = None
-    lesson_id: Annotated[str, StringConstraints(max_length=128), NoNul] | None = None
+    quality: Annotated[str, StringConstraints(max_length=QUALITY_MAX_LENGTH), NoNul] | None = None
+    course_id: Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH), NoNul] | None = None
+    lesson_id: Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH), NoNul] | None = None
     is_preview: bool = False
 
     @model_validator(mode="after")

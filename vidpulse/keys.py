@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -70,6 +71,7 @@ class Keys:
         return processor
 
 
+@lru_cache(maxsize=4096)
 def key_part(ident: str) -> str:
     """An id as one segment of a key: percent-encoded, so it holds no ':' (nor '%' bare).
 
