@@ -333,12 +333,17 @@ class Consumer:
                         cursors[p] = self._claim_round(cursors[p])
                         if cursors[p] == "0-0":
                             next_claim[p] = now + self._claim_interval()
+                self._linger()
+                started, full = time.monotonic(), False
                 for i in range(len(owned)):
                     self.stream = self.streams[owned[(turn + i) % len(owned)]]
                     batch, decoded = self._read_new(block=False)
                     if batch:
                         busy = True
+                        full = full or len(batch) >= self.settings.batch_size
                         self.process(batch, decoded=decoded)
+                # A round of partial batches only: let entries gather before the next.
+                self._lingering_since = started if busy and not full else None
                 turn += 1
                 if not busy:
                     if self.burst and self._drained(owned):
