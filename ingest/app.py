@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from time import perf_counter
@@ -336,4 +337,12 @@ def app_from_env() -> Starlette:
 
     settings = Settings.from_env()
     logs.configure(settings.log_format, settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    # What the worker holds once started (modules, the models, the app) stays: frozen,
+    # it is out of the collector's way. And a collection every 10,000 allocations, not
+    # 700: a 100-event body parses into about 1,500 objects, so at 700 a request's own
+    # live objects were walked (and promoted, to be walked again) mid-request (-6 % of
+    # the instructions of a 100-event request).
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    return app
