@@ -15,8 +15,8 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -31,9 +31,9 @@ from ingest.http import (
     RequestError,
     check_mime,
     edge_rules,
-    receive_body,
     header_text,
     page_address,
+    receive_body,
     send_json,
     store_unavailable,
 )
@@ -120,9 +120,10 @@ class EventsEndpoint:
             extra = cors.extra(origin)
             if extra is None:
                 assert origin is not None
-                body, headers = refusal(origin.decode("latin-1"))
-                await send({"type": "http.response.start", "status": 403, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                refused, refused_headers = refusal(origin.decode("latin-1"))
+                start = {"type": "http.response.start", "status": 403, "headers": refused_headers}
+                await send(start)
+                await send({"type": "http.response.body", "body": refused})
                 return 403
         settings = self.settings
         try:
@@ -168,8 +169,8 @@ class EventsEndpoint:
 
         if not events:
             count_ingest_events(0, 0, len(rejected))
-            answer = {"error": "no valid event in the request", "rejected": rejected}
-            await send_json(send, 422, answer, None, extra)
+            refused_all = {"error": "no valid event in the request", "rejected": rejected}
+            await send_json(send, 422, refused_all, None, extra)
             return 422
         appender: Appender = scope["state"]["appender"]
         batch = Batch(received_at, user_agent.encode(), referer.encode(), events)
@@ -203,9 +204,7 @@ class IngestApp(Starlette):
     rate limit is on or the app is mounted under a root path, goes through Starlette.
     """
 
-    def __init__(
-        self, *, events: EventsEndpoint | None, cors: SimpleCORS, **options: Any
-    ) -> None:
+    def __init__(self, *, events: EventsEndpoint | None, cors: SimpleCORS, **options: Any) -> None:
         super().__init__(**options)
         self.events = events
         self.cors = cors
