@@ -41,7 +41,8 @@ def test_same_answer_as_through_the_middleware(
     answers = []
     for direct in (True, False):
         app = create_app(settings)
-        assert isinstance(app, IngestApp) and app.events is not None
+        assert isinstance(app, IngestApp)
+        assert app.events is not None
         if not direct:
             app.events = None  # every request through Starlette's middleware and routing
         # A fresh event each time: the same one twice would be a duplicate milestone.
