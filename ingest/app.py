@@ -53,6 +53,8 @@ from vidpulse.telemetry import (
 TRACKER_JS = Path(__file__).with_name("static") / "tracker.js"
 _MAX_USER_AGENT = 512
 EVENTS_PATH = "/v1/events"
+# A uvicorn worker's collection thresholds (see `app_from_env`).
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def event_list(body: bytes, limit: int) -> list[Any]:
@@ -342,6 +344,7 @@ def app_from_env() -> Starlette:
     # 700: a 100-event body parses into about 1,500 objects, so at 700 a request's own
     # live objects were walked (and promoted, to be walked again) mid-request (-6 % of
     # the instructions of a 100-event request).
+    gc.collect()
     gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    gc.set_threshold(*GC_THRESHOLDS)
     return app

@@ -297,14 +297,19 @@ class Appender:
         """
         conn = await self._connection()
         try:
-            await conn.send_packed_command(packed, check_health=False)
-            stream = conn._reader
-            if stream is None:
+            if not conn.is_connected:
+                await conn.connect()
+            stream, writer = conn._reader, conn._writer
+            if stream is None or writer is None:
                 raise RedisConnectionError("the appender's connection is closed")
             reader = hiredis.Reader(replyError=ResponseError)
             replies: list[Any] = []
             try:
                 async with asyncio.timeout(conn.socket_timeout):
+                    # Written here, not by redis-py's send_packed_command: its own time
+                    # limit (asyncio.wait_for) made a task per round trip.
+                    writer.write(packed)
+                    await writer.drain()
                     while len(replies) < count:
                         data = await stream.read(_READ_SIZE)
                         if not data:

@@ -1,14 +1,16 @@
-"""POST /v1/events, answered by the app itself, answers as Starlette's middleware would."""
+"""POST /v1/events, answered by the app itself, answers as Starlette's middleware would;
+and what a uvicorn worker sets up for its speed."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from ingest.app import IngestApp, create_app
+from ingest.app import GC_THRESHOLDS, IngestApp, app_from_env, create_app
 from tests.factories import make_event
 from vidpulse.settings import Settings
 from vidpulse.telemetry import INGEST_REQUESTS
@@ -62,3 +64,15 @@ def test_direct_answers_are_counted(make_settings: Callable[..., Settings]) -> N
         response = client.post("/v1/events", content=b"{not json")
     assert response.status_code == 400
     assert counter._value.get() == before + 1
+
+
+def test_a_worker_freezes_its_start_up_objects_and_collects_less_often() -> None:
+    """`app_from_env` (each uvicorn worker's factory) tunes the worker's collector."""
+    before = gc.get_threshold()
+    try:
+        app_from_env()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
