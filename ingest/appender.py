@@ -298,7 +298,7 @@ class Appender:
         conn = await self._connection()
         try:
             if not conn.is_connected:
-                await conn.connect()
+                await conn.connect()  # type: ignore[no-untyped-call]
             stream, writer = conn._reader, conn._writer
             if stream is None or writer is None:
                 raise RedisConnectionError("the appender's connection is closed")
