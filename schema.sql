@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS heatmap_sessions (
     position_event  uuid,
     duration_event  uuid,
     PRIMARY KEY (video_id, session_id)
-);
+) WITH (fillfactor = 60);
 COMMENT ON TABLE heatmap_sessions IS
     'Working state of processor heatmap, one row per session (session_id is unique): what it needs to keep '
     'video_heatmap exact whatever the order events arrive in. Not meant for analysts.';
@@ -202,7 +202,7 @@ CREATE TABLE IF NOT EXISTS progress_sessions (
     position_event    uuid,
     user_agent_event  uuid,
     referrer_event    uuid
-);
+) WITH (fillfactor = 60);
 COMMENT ON TABLE progress_sessions IS
     'Working state of processor progress, one row per session: the columns of video_sessions plus '
     'the (event time, stream order) of the event each "latest"/"first" value came from, so that late '
@@ -346,7 +346,7 @@ CREATE TABLE IF NOT EXISTS video_watch_progress (
     course_id         text,
     lesson_id         text,
     PRIMARY KEY (viewer_id, video_id)
-);
+) WITH (fillfactor = 60);
 COMMENT ON TABLE video_watch_progress IS
     'Resume state, one row per (viewer_id, video_id), over all the viewer''s sessions of the video. '
     'A late, older event never moves the resume position backwards.';
@@ -503,7 +503,7 @@ CREATE TABLE IF NOT EXISTS metrics_sessions (
     granted        double precision NOT NULL DEFAULT 0,
     started        boolean          NOT NULL DEFAULT false,
     complete_days  date[]           NOT NULL DEFAULT '{}'
-);
+) WITH (fillfactor = 60);
 COMMENT ON TABLE metrics_sessions IS
     'Working state of processor metrics, one row per session: who it belongs to, the media it was '
     'granted, and what makes it a completion. Not meant for analysts.';

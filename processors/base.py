@@ -1,4 +1,4 @@
-"""What a processor is: a name and a function that applies one batch in one transaction."""
+"""What a processor is: a name and how it applies one batch in one transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from processors.store import Batch, Store, count_refused, group
 from vidpulse.agents import classify
 from vidpulse.events import Event
 from vidpulse.settings import Settings
@@ -35,6 +36,7 @@ class Entry:
 ApplyBatch = Callable[[psycopg.Connection[Any], Sequence[Entry], Settings], None]
 Prepare = Callable[[Entry], Any]
 Purge = Callable[[psycopg.Connection[Any], Settings], int]
+Fold = Callable[[psycopg.Connection[Any], "Batch[Any]", Settings], None]
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,11 @@ class Processor:
 
     `apply` runs inside the batch's transaction and is given only events this
     processor has never applied before (the runtime keeps the ledger); it must
-    write only the processor's own tables. `purge`, when given, deletes working
-    state no event can need any more (older than the ledger's retention); the
-    runtime calls it about hourly, in a transaction of its own, and logs the count.
+    write only the processor's own tables. A processor keeping state per session
+    is made with `keyed` (below): its `apply` loads and locks that state from its
+    `store`, folds the batch over it and saves it. `purge`, when given, deletes
+    working state no event can need any more (older than the ledger's retention);
+    the runtime calls it about hourly, in a transaction of its own, and logs the count.
     `prepare`, when given, is the per-event work that needs no database (e.g. building
     a row): the runtime runs it as it decodes a batch, which with a backlog happens on
     its reading thread while the previous batch commits, and keeps the result in
@@ -56,6 +60,7 @@ class Processor:
     apply: ApplyBatch
     purge: Purge | None = None
     prepare: Prepare | None = None
+    store: Store[Any] | None = None
 
     @property
     def group(self) -> str:
@@ -64,3 +69,44 @@ class Processor:
     @property
     def ledger_table(self) -> str:
         return f"{self.name}_applied"
+
+
+@dataclass(frozen=True)
+class KeyedApply:
+    """A keyed processor's `apply`: load, fold, save, settle.
+
+    Groups the batch's events by session (bots' left out), then `store.load` creates,
+    locks (in session order) and reads every touched session's state; `fold` turns
+    the events into new states and writes the processor's own output tables;
+    `store.save` writes the states back; `settle`, when given, writes what is
+    computed from the saved states; last, the refused events are counted.
+    """
+
+    name: str
+    store: Store[Any]
+    fold: Fold
+    settle: Fold | None = None
+
+    def __call__(
+        self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
+    ) -> None:
+        groups = group(entries)
+        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else {})
+        self.fold(conn, batch, settings)
+        self.store.save(conn, batch.states)
+        if self.settle is not None:
+            self.settle(conn, batch, settings)
+        count_refused(conn, self.name, batch.refused)
+
+
+def keyed(
+    name: str,
+    store: Store[Any],
+    fold: Fold,
+    *,
+    settle: Fold | None = None,
+    purge: Purge | None = None,
+    prepare: Prepare | None = None,
+) -> Processor:
+    """A processor keeping per-session state in `store`, applying batches by `fold`."""
+    return Processor(name, KeyedApply(name, store, fold, settle), purge, prepare, store)

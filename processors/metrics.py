@@ -15,17 +15,18 @@ rows, daily rows, each sorted), so they never deadlock on each other.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import psycopg
 
-from processors import intervals, sessions
-from processors.base import Entry, Processor
+from processors import intervals, sessions, store
+from processors.base import Entry, keyed
 from processors.sessions import Binding, Credit
+from processors.store import Batch, Field, Store
 from vidpulse.settings import Settings
 
 # Distinct counts: membership kind -> counter column.
@@ -46,23 +47,6 @@ COUNTERS = (
     "unique_completers", "bot_events",
 )  # fmt: skip
 
-_LOCK_SESSIONS = """
-INSERT INTO metrics_sessions (session_id, video_id, viewer_id)
-SELECT s, v, w FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(s, v, w) ORDER BY s
-ON CONFLICT (session_id) DO UPDATE SET session_id = excluded.session_id WHERE false
-"""
-_LOAD_SESSIONS = """
-SELECT session_id, video_id, viewer_id, span_lo, span_hi, granted, started, complete_days
-FROM metrics_sessions WHERE session_id = ANY(%b::text[])
-"""
-_SAVE_SESSIONS = """
-UPDATE metrics_sessions m
-SET span_lo = u.span_lo, span_hi = u.span_hi, granted = u.granted, started = u.started,
-    complete_days = u.complete_days::date[]
-FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::float8[], %b::boolean[], %b::text[])
-     AS u(session_id, span_lo, span_hi, granted, started, complete_days)
-WHERE m.session_id = u.session_id
-"""
 _ADD_MEMBERS = """
 INSERT INTO metrics_members (video_id, kind, member)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ORDER BY 1, 2, 3
@@ -77,10 +61,14 @@ RETURNING video_id, day, kind
 """
 
 
-def _upsert(table: str, keys: tuple[str, ...], key_types: tuple[str, ...]) -> str:
-    columns = (*keys, *COUNTERS, "watch_seconds", "first_event_at", "last_event_at")
-    types = (*key_types, *["bigint"] * len(COUNTERS), "numeric", "timestamptz", "timestamptz")
-    sets = [f"{c} = t.{c} + excluded.{c}" for c in (*COUNTERS, "watch_seconds")]
+@functools.cache
+def _upsert(
+    table: str, keys: tuple[str, ...], key_types: tuple[str, ...], counters: tuple[str, ...]
+) -> str:
+    """Add deltas to the counter rows; only `counters` of COUNTERS (the others add 0)."""
+    columns = (*keys, *counters, "watch_seconds", "first_event_at", "last_event_at")
+    types = (*key_types, *["bigint"] * len(counters), "numeric", "timestamptz", "timestamptz")
+    sets = [f"{c} = t.{c} + excluded.{c}" for c in (*counters, "watch_seconds")]
     sets.append("first_event_at = least(t.first_event_at, excluded.first_event_at)")
     sets.append("last_event_at = greatest(t.last_event_at, excluded.last_event_at)")
     return (
@@ -91,8 +79,8 @@ def _upsert(table: str, keys: tuple[str, ...], key_types: tuple[str, ...]) -> st
     )
 
 
-_ADD_TOTALS = _upsert("video_metrics", ("video_id",), ("text",))
-_ADD_DAILY = _upsert("video_metrics_daily", ("video_id", "day"), ("text", "date"))
+_TOTALS = ("video_metrics", ("video_id",), ("text",))
+_DAILY = ("video_metrics_daily", ("video_id", "day"), ("text", "date"))
 
 
 @dataclass
@@ -115,23 +103,56 @@ class Delta:
         self.first_ms = ts if self.first_ms is None else min(self.first_ms, ts)
         self.last_ms = ts if self.last_ms is None else max(self.last_ms, ts)
 
-    def values(self) -> list[Any]:
+    def values(self, counters: tuple[str, ...]) -> list[Any]:
         return [
-            *(self.counts.get(c, 0) for c in COUNTERS),
+            *(self.counts.get(c, 0) for c in counters),
             sessions.seconds(self.watch_ms),
-            _at(self.first_ms),
-            _at(self.last_ms),
+            store.at(self.first_ms),
+            store.at(self.last_ms),
         ]
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionState:
     """What metrics remembers of one session."""
 
     binding: Binding
     credit: Credit
     started: bool = False
-    complete_days: list[date] | None = None
+    complete_days: list[date] = field(default_factory=list)
+
+
+STORE = Store(
+    "metrics_sessions",
+    "session_id",
+    [
+        sessions.BINDING,
+        sessions.CREDIT,
+        store.column("started", "boolean"),
+        Field(
+            "complete_days",
+            (("complete_days", "date[]"),),
+            lambda column: [list(days or []) for days in column],
+            lambda column: [["{" + ",".join(d.isoformat() for d in days) + "}" for days in column]],
+        ),
+    ],
+    SessionState,
+    created=sessions.CREATED,
+    create=sessions.created,
+)
+
+
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def utc_day(ts: int) -> date:
+    """The UTC date of a ts in ms."""
+    return _day(ts // 86_400_000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(days: int) -> date:
+    return _EPOCH_DAY + timedelta(days=days)
 
 
 def memberships(entry: Entry) -> list[tuple[str, str]]:
@@ -148,7 +169,7 @@ def memberships(entry: Entry) -> list[tuple[str, str]]:
     return out
 
 
-class Batch:
+class Deltas:
     """The deltas and memberships one batch adds."""
 
     def __init__(self) -> None:
@@ -162,21 +183,30 @@ class Batch:
         self.daily_members.add((video_id, day, kind, member))
 
 
-def fold_session(state: SessionState, entries: list[Entry], batch: Batch) -> int:
+def fold_session(state: SessionState, entries: list[Entry], batch: Deltas) -> int:
     """Add one session's new events to the batch; returns how many were refused."""
     was_started = state.started
-    days = state.complete_days = state.complete_days or []
+    days = state.complete_days
     new_days: list[date] = []
     admitted, refused = state.binding.admit(entries)
+    credit = state.credit
     for entry in admitted:
         e = entry.event
-        day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
-        ms = sessions.millis(intervals.total(state.credit.grant_event(entry)))
+        day = utc_day(e.ts)
+        # The session's viewer is a member already for its video if an event of the
+        # session was applied before (it went in with it), and for the days of the
+        # session's smallest and greatest ts so far: no need to insert it again.
+        lo, hi = credit.lo_ms, credit.hi_ms
+        counted = () if lo is None or hi is None else (utc_day(lo), utc_day(hi))
+        ms = sessions.millis(intervals.total(credit.grant_event(entry)))
         count = TYPE_COUNTS.get(e.type)
         batch.totals[e.video_id].add_event(e.ts, ms, count)
         batch.daily[(e.video_id, day)].add_event(e.ts, ms, count)
         for kind, member in memberships(entry):
-            batch.member(e.video_id, day, kind, member)
+            if kind != "viewer" or not counted:
+                batch.member(e.video_id, day, kind, member)
+            elif day not in counted:
+                batch.daily_members.add((e.video_id, day, kind, member))
         if e.type == "session_start":
             state.started = True
         elif e.type == "complete" and day not in days:
@@ -193,76 +223,49 @@ def fold_session(state: SessionState, entries: list[Entry], batch: Batch) -> int
     return refused
 
 
-def apply(conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings) -> None:
+def fold(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Settings) -> None:
     """Add one batch to video_metrics and video_metrics_daily."""
-    batch = Batch()
-    for entry in entries:
+    deltas = Deltas()
+    for entry in batch.entries:
         if entry.is_bot:  # counted as such, and in nothing else
             e = entry.event
-            day = datetime.fromtimestamp(e.ts / 1000, UTC).date()
-            batch.totals[e.video_id].counts["bot_events"] += 1
-            batch.daily[(e.video_id, day)].counts["bot_events"] += 1
-    groups = sessions.by_session(entries)
-    refused = 0
-    if groups:
-        states = lock_sessions(conn, [group[0] for group in groups.values()])
-        refused = sum(fold_session(states[k], group, batch) for k, group in groups.items())
-        save_sessions(conn, list(states.items()))
+            day = utc_day(e.ts)
+            deltas.totals[e.video_id].counts["bot_events"] += 1
+            deltas.daily[(e.video_id, day)].counts["bot_events"] += 1
+    for key, group in batch.groups.items():
+        batch.refused += fold_session(batch.states[key], group, deltas)
+    add(conn, deltas)
+
+
+def add(conn: psycopg.Connection[Any], batch: Deltas) -> None:
+    """Insert the batch's members, then add its deltas to the counter rows."""
     totals, daily = batch.totals, batch.daily
 
     rows = sorted(batch.members)
     if rows:
-        for video_id, kind in conn.execute(_ADD_MEMBERS, _columns(rows, 3)):
+        for video_id, kind in conn.execute(_ADD_MEMBERS, store.columns(rows, 3)):
             totals[video_id].counts[DISTINCT[kind]] += 1
     daily_rows = sorted(batch.daily_members)
     if daily_rows:
-        for video_id, day, kind in conn.execute(_ADD_DAILY_MEMBERS, _columns(daily_rows, 4)):
+        for video_id, day, kind in conn.execute(_ADD_DAILY_MEMBERS, store.columns(daily_rows, 4)):
             daily[(video_id, day)].counts[DISTINCT[kind]] += 1
 
-    if totals:
-        total_rows = [(video_id, *totals[video_id].values()) for video_id in sorted(totals)]
-        conn.execute(_ADD_TOTALS, _columns(total_rows, len(total_rows[0])))
-        daily_rows_out = [(*key, *daily[key].values()) for key in sorted(daily)]
-        conn.execute(_ADD_DAILY, _columns(daily_rows_out, len(daily_rows_out[0])))
-    sessions.count_refused(conn, PROCESSOR.name, refused)
+    _add_counters(conn, _TOTALS, {(video_id,): d for video_id, d in totals.items()})
+    _add_counters(conn, _DAILY, dict(daily))
 
 
-def lock_sessions(conn: psycopg.Connection[Any], firsts: list[Entry]) -> dict[str, SessionState]:
-    """Lock the sessions' rows in key order (creating missing ones bound to `firsts`); read them."""
-    ids = [e.event.session_id for e in firsts]
-    videos = [e.event.video_id for e in firsts]
-    conn.execute(_LOCK_SESSIONS, (ids, videos, [e.event.viewer_id for e in firsts]))
-    states: dict[str, SessionState] = {}
-    for row in conn.execute(_LOAD_SESSIONS, (ids,)):
-        session_id, video_id, viewer_id, lo, hi, granted, started, days = row
-        states[session_id] = SessionState(
-            Binding(video_id, viewer_id), Credit(lo, hi, granted), started, list(days or [])
-        )
-    return states
-
-
-def save_sessions(conn: psycopg.Connection[Any], items: list[tuple[str, SessionState]]) -> None:
-    rows = [
-        (
-            session_id,
-            *s.credit.columns(),
-            s.started,
-            "{" + ",".join(d.isoformat() for d in s.complete_days or []) + "}",
-        )
-        for session_id, s in items
-    ]
-    conn.execute(_SAVE_SESSIONS, _columns(rows, 6))
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as one list per column, the shape unnest takes."""
-    return [[row[i] for row in rows] for i in range(width)]
-
-
-def _at(ms: int | None) -> datetime | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+def _add_counters(
+    conn: psycopg.Connection[Any],
+    table: tuple[str, tuple[str, ...], tuple[str, ...]],
+    deltas: dict[tuple[Any, ...], Delta],
+) -> None:
+    """Add the deltas to their rows, in key order; counters no row moves are left out."""
+    if not deltas:
+        return
+    moved = {c for d in deltas.values() for c, n in d.counts.items() if n}
+    counters = tuple(c for c in COUNTERS if c in moved)
+    rows = [(*key, *deltas[key].values(counters)) for key in sorted(deltas)]
+    conn.execute(_upsert(*table, counters), store.columns(rows, len(rows[0])))
 
 
 def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
@@ -276,4 +279,4 @@ def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:
     ).rowcount
 
 
-PROCESSOR = Processor(name="metrics", apply=apply, purge=purge)
+PROCESSOR = keyed("metrics", STORE, fold, purge=purge)

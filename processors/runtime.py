@@ -11,6 +11,7 @@ in flight finish or abandons it before its commit, then returns.
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -62,6 +63,22 @@ _SCHEMA_POLL_S = 1.0
 # Event.model_validate_json without its per-call wrapper: the same validator, all of
 # the contract checked.
 _validate_event = Event.__pydantic_validator__.validate_json
+
+
+# A batch allocates tens of thousands of short-lived objects (entries, events, state
+# rows), and each allocation burst makes the young generation collect, walking every
+# object still alive: a third of a stateful processor's CPU. A processor's long-lived
+# objects (modules, settings, caches) are frozen out of collection once started, and
+# the young generation collects every 100,000 allocations instead of 700; reference
+# counting frees the batch's objects as before, memory stays bounded.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Set this process's garbage collection for processing batches (see GC_THRESHOLDS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Stopped(Exception):

@@ -26,34 +26,21 @@ See docs/processors.md for why honest traffic is never cut by the credit rule.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
-
-import psycopg
 
 from processors import intervals
 from processors.base import Entry
 from processors.intervals import Range
+from processors.store import EventKey, Field
 
 RATE_CAP = 16.0  # the greatest playback rate the contract accepts
 GRACE_SECONDS = 30.0  # what a session's first event may carry with no span yet
 MAX_COVERAGE_RANGES = 512  # a session's stored coverage; beyond, its narrowest gaps fill
 
-EventKey = tuple[int, int]  # (event time in ms, stream order)
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-_COUNT_REFUSED = """
-INSERT INTO processor_refusals AS t (processor, reason, events, last_at)
-VALUES (%s, 'session_taken', %s, now())
-ON CONFLICT (processor, reason) DO UPDATE
-SET events = t.events + excluded.events, last_at = excluded.last_at
-"""
 
 
 def event_ms(entry: Entry) -> int:
@@ -80,19 +67,6 @@ def millis(seconds: float) -> int:
 def seconds(ms: int) -> Decimal:
     """Whole milliseconds as an exact decimal number of seconds."""
     return Decimal(ms).scaleb(-3)
-
-
-def by_session(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
-    """Entries per session in stream order; sessions sorted (the order rows are locked in).
-
-    Bot entries are left out: they count in no session-based aggregate.
-    """
-    groups: defaultdict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        if entry.is_bot:
-            continue
-        groups[entry.event.session_id].append(entry)
-    return dict(sorted(groups.items()))
 
 
 @dataclass
@@ -149,7 +123,27 @@ def cover(old: list[Range], new: list[Range]) -> list[Range]:
     return intervals.coarsen(intervals.union(old, new), MAX_COVERAGE_RANGES)
 
 
-def count_refused(conn: psycopg.Connection[Any], processor: str, events: int) -> None:
-    """Add `events` refused events to the processor's counter (call it last in the batch)."""
-    if events:
-        conn.execute(_COUNT_REFUSED, (processor, events))
+# How Binding and Credit are kept in a session store (processors/store.py). The
+# binding is set when the row is created (from the first event naming the session).
+BINDING = Field(
+    "binding",
+    (("video_id", "text"), ("viewer_id", "text")),
+    lambda videos, viewers: list(map(Binding, videos, viewers)),
+    saved=False,
+)
+CREDIT = Field(
+    "credit",
+    (("span_lo", "bigint"), ("span_hi", "bigint"), ("granted", "float8")),
+    lambda lo, hi, granted: list(map(Credit, lo, hi, granted)),
+    lambda credits: [
+        [c.lo_ms for c in credits],
+        [c.hi_ms for c in credits],
+        [c.granted for c in credits],
+    ],
+)
+CREATED = (("video_id", "text"), ("viewer_id", "text"))
+
+
+def created(entry: Entry) -> tuple[str, str]:
+    """The columns of a new session row: the (video, viewer) of its first event."""
+    return (entry.event.video_id, entry.event.viewer_id)

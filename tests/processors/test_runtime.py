@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import signal
 import socket
 import threading
@@ -31,7 +32,7 @@ from structlog.testing import capture_logs
 from processors import raw
 from processors.base import Entry
 from processors.registry import PROCESSORS
-from processors.runtime import Consumer, Stopped
+from processors.runtime import GC_THRESHOLDS, Consumer, Stopped, tune_gc
 from processors.streams import ensure_groups
 from tests.commands import run_vidpulse, settings_env, start_vidpulse
 from tests.factories import make_event, run_burst
@@ -1026,3 +1027,15 @@ def test_burst_on_an_empty_stream_exits_0(
     result = run_vidpulse("process", "raw", "--burst", env=settings_env(settings))
     assert result.returncode == 0, result.stderr
     assert group_info(redis_client, settings)["pending"] == 0
+
+
+def test_tune_gc_freezes_what_start_up_made_and_raises_the_young_threshold() -> None:
+    """`vidpulse process` collects rarely: start-up objects frozen, gen0 at 100,000."""
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -1,0 +1,361 @@
+"""Keyed state of a processor: one row per key (a session), handled a batch at a time.
+
+A processor that keeps state per session declares a `Store` (its table, its key
+column, and how each attribute of its state maps to columns) and a fold over a
+`Batch`; `Processor.apply` (processors/base.py) then runs, in the batch's
+transaction:
+
+1. **load**: create the rows of the keys the batch touches that do not exist yet
+   (bound to the first event of the batch naming them), lock every touched row in
+   key order (one global order, so replicas cannot deadlock on each other), and
+   read them back: two statements whatever the batch size;
+2. **fold**: the processor's own function turns the events into new states and
+   writes its own output tables;
+3. **save**: one `UPDATE ... FROM unnest(...)` with binary parameters writes every
+   touched row back.
+
+`Latest` is the value type of "the value of the latest event carrying one", latest
+being the greatest (event time, stream order) (see processors/sessions.py);
+`Earliest` keeps the earliest instead. Each maps to three columns: the value,
+`<prefix>_ts` and `<prefix>_order`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import psycopg
+
+if TYPE_CHECKING:
+    from processors.base import Entry
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+EventKey = tuple[int, int]  # (event time in ms, stream order)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+class Latest(Generic[T]):
+    """A value and the (event time, stream order) of the event it came from.
+
+    `offer` replaces it with a value from a later event; a value from an earlier
+    event changes nothing, so the outcome is the same in any arrival order.
+    """
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, value: T | None = None, key: EventKey | None = None) -> None:
+        self.value = value
+        self.key = key
+
+    def offer(self, value: T | None, key: EventKey) -> None:
+        """Take `value` (None: the event carries none) if its event comes after the current one."""
+        if value is not None and (self.key is None or key > self.key):
+            self.value, self.key = value, key
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.value!r}, {self.key!r})"
+
+
+class Earliest(Latest[T]):
+    """Like Latest, but the value of the earliest event carrying one stays."""
+
+    __slots__ = ()
+
+    def offer(self, value: T | None, key: EventKey) -> None:
+        if value is not None and (self.key is None or key < self.key):
+            self.value, self.key = value, key
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one attribute of a state maps to columns of the store's table.
+
+    Both functions work a column at a time, for every row of a batch at once:
+    `load` takes one sequence per column and returns the attribute's values, `dump`
+    takes the attribute's values and returns one list per column. None: the
+    attribute is its one column, as is. `attr` None: columns computed from the
+    whole state (`dump` takes the states), written but never read back. `saved`
+    False: read, never written (set when the row is created).
+    """
+
+    attr: str | None
+    columns: tuple[tuple[str, str], ...]  # (name, SQL type)
+    load: Callable[..., Sequence[Any]] | None = None
+    dump: Callable[[list[Any]], list[list[Any]]] | None = None
+    saved: bool = True
+
+
+def each(
+    load: Callable[..., Any], dump: Callable[[Any], tuple[Any, ...]]
+) -> tuple[Callable[..., list[Any]], Callable[[list[Any]], list[list[Any]]]]:
+    """Field functions from ones that convert one row's value."""
+
+    def load_all(*columns: Sequence[Any]) -> list[Any]:
+        return list(map(load, *columns))
+
+    def dump_all(values: list[Any]) -> list[list[Any]]:
+        return [list(c) for c in zip(*map(dump, values), strict=True)]
+
+    return load_all, dump_all
+
+
+def column(attr: str, type: str, name: str | None = None) -> Field:
+    """An attribute stored as is in one column (named like it unless `name`)."""
+    return Field(attr, ((name or attr, type),))
+
+
+def converted(
+    attr: str, name: str, type: str, load: Callable[[Any], Any], dump: Callable[[Any], Any]
+) -> Field:
+    """An attribute kept in one column, converted by `load` and `dump` (None stays None)."""
+    return Field(
+        attr,
+        ((name, type),),
+        lambda values: [None if v is None else load(v) for v in values],
+        lambda values: [[None if v is None else dump(v) for v in values]],
+    )
+
+
+def _latest_field(kind: type[Latest[Any]], attr: str, name: str, prefix: str, type: str) -> Field:
+    def load(
+        values: Sequence[Any], ts: Sequence[int | None], orders: Sequence[Any]
+    ) -> list[Latest[Any]]:
+        # The order stays the Decimal it is read as: it compares with ints exactly.
+        return [
+            kind(v, None if t is None else (t, 0 if o is None else o))
+            for v, t, o in zip(values, ts, orders, strict=True)
+        ]
+
+    def dump(latests: list[Latest[Any]]) -> list[list[Any]]:
+        keys = [latest.key for latest in latests]
+        return [
+            [latest.value for latest in latests],
+            [None if k is None else k[0] for k in keys],
+            [None if k is None else int(k[1]) for k in keys],  # read as Decimal
+        ]
+
+    columns = ((name, type), (f"{prefix}_ts", "bigint"), (f"{prefix}_order", "numeric"))
+    return Field(attr, columns, load, dump)
+
+
+def latest(attr: str, type: str, name: str | None = None, prefix: str | None = None) -> Field:
+    """A Latest attribute: its value in column `name`, its key in `<prefix>_ts`/`_order`."""
+    return _latest_field(Latest, attr, name or attr, prefix or attr, type)
+
+
+def earliest(attr: str, type: str, name: str | None = None, prefix: str | None = None) -> Field:
+    """An Earliest attribute, stored as `latest` stores one."""
+    return _latest_field(Earliest, attr, name or attr, prefix or attr, type)
+
+
+def instant(attr: str, name: str | None = None) -> Field:
+    """A time in ms since the epoch (int or None) kept in a timestamptz column."""
+    return converted(attr, name or attr, "timestamptz", ms, at)
+
+
+def ranges(attr: str, name: str | None = None) -> Field:
+    """Ranges [(start, end), ...] kept flattened in a float8[] column."""
+    from processors import intervals
+
+    return Field(
+        attr,
+        ((name or attr, "float8[]"),),
+        lambda values: list(map(intervals.unflat, values)),
+        lambda values: [[array_literal(intervals.flat(v)) for v in values]],
+    )
+
+
+@dataclass
+class Batch(Generic[S]):
+    """One batch as a fold sees it.
+
+    `entries` are all the fresh entries (bots' included); `groups` the non-bot ones
+    per key in stream order, keys sorted; `states` the loaded (locked) state of
+    every key of `groups`. A fold counts the events it refuses in `refused`.
+    """
+
+    entries: Sequence[Entry]
+    groups: dict[str, list[Entry]]
+    states: dict[str, S]
+    refused: int = 0
+
+
+class Store(Generic[S]):
+    """A table of keyed state: one row per key, read and written set-based per batch.
+
+    `fields` map the state's attributes to columns; `make(**attributes)` builds a
+    state from them. `created` are columns set when a row is created, from the first
+    event of the batch naming its key (`create(entry)` gives their values).
+    """
+
+    def __init__(
+        self,
+        table: str,
+        key: str,
+        fields: Sequence[Field],
+        make: Callable[..., S],
+        *,
+        created: Sequence[tuple[str, str]] = (),
+        create: Callable[[Entry], tuple[Any, ...]] | None = None,
+    ) -> None:
+        self.table, self.key, self.make = table, key, make
+        self.loaded = [f for f in fields if f.attr is not None]
+        self.saved = [f for f in fields if f.saved]
+        self.create = create
+        self.created = tuple(created)
+        inserted = ((key, "text"), *self.created)
+        # Inserts the missing rows and locks every touched one, in key order: `WHERE
+        # false` leaves existing rows unchanged, but ON CONFLICT DO UPDATE locks them.
+        self._lock = (
+            f"INSERT INTO {table} ({', '.join(n for n, _ in inserted)})\n"
+            f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _, t in inserted)}) ORDER BY 1\n"
+            f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key} WHERE false"
+        )
+        names = [n for f in self.loaded for n, _ in f.columns]
+        self._columns = [c for f in self.saved for c in f.columns]
+        # The saved columns that are not read are read too, to tell which columns a
+        # batch changed (see save).
+        names += [n for n, _ in self._columns if n not in names]
+        self._load = f"SELECT {key}, {', '.join(names)} FROM {table} WHERE {key} = ANY(%b::text[])"
+        # Where each saved column is in a loaded row; None: compared by value never
+        # (an array, sent as a text literal).
+        self._before = [None if t.endswith("[]") else 1 + names.index(n) for n, t in self._columns]
+        # States are made from their attributes in the order of `fields` (positionally).
+        parameters = list(inspect.signature(make).parameters)
+        if parameters[: len(self.loaded)] != [f.attr for f in self.loaded]:
+            raise ValueError(f"{table}: fields must list the state's attributes in order")
+        self._spans: list[tuple[int, int, Callable[..., Sequence[Any]] | None]] = []
+        at = 1
+        for f in self.loaded:
+            self._spans.append((at, at + len(f.columns), f.load))
+            at += len(f.columns)
+        self._dumps = [(f.attr, f.dump) for f in self.saved]
+        self._saves: dict[tuple[int, ...], str] = {}
+
+    def _save_statement(self, changed: tuple[int, ...]) -> str:
+        """UPDATE ... FROM unnest(...) of the saved columns numbered `changed`."""
+        statement = self._saves.get(changed)
+        if statement is None:
+            columns = [(self.key, "text"), *(self._columns[i] for i in changed)]
+            # float8[] values travel as text literals: unnest would flatten a 2-D array.
+            sets = ", ".join(
+                f"{n} = u.{n}::{t}" if t.endswith("[]") else f"{n} = u.{n}" for n, t in columns[1:]
+            )
+            params = ", ".join(f"%b::{'text' if t.endswith('[]') else t}[]" for _, t in columns)
+            statement = self._saves[changed] = (
+                f"UPDATE {self.table} t SET {sets}\n"
+                f"FROM unnest({params}) AS u({', '.join(n for n, _ in columns)})\n"
+                f"WHERE t.{self.key} = u.{self.key}"
+            )
+        return statement
+
+    def load(self, conn: psycopg.Connection[Any], groups: Mapping[str, list[Entry]]) -> States[S]:
+        """Create, lock (in key order) and read the rows of the keys of `groups`."""
+        keys = list(groups)
+        values: list[list[Any]] = [keys]
+        if self.create is not None:
+            rows = [self.create(group[0]) for group in groups.values()]
+            values += [list(c) for c in zip(*rows, strict=True)]
+        conn.execute(self._lock, values)
+        rows = conn.execute(self._load, (keys,)).fetchall()
+        if not rows:
+            return States()
+        columns = list(zip(*rows, strict=True))
+        attributes = [
+            columns[i] if load is None else load(*columns[i:j]) for i, j, load in self._spans
+        ]
+        states = States(zip(columns[0], map(self.make, *attributes), strict=True))
+        states.before = columns
+        return states
+
+    def save(self, conn: psycopg.Connection[Any], states: Mapping[str, S]) -> None:
+        """Write the states back (their rows are locked since `load`).
+
+        Only the columns whose values changed in some row are written: the others
+        hold what was read, since the rows are locked.
+        """
+        if not states:
+            return
+        keys = list(states)
+        values = list(states.values())
+        columns: list[list[Any]] = []
+        for attr, dump in self._dumps:
+            column = values if attr is None else list(map(attrgetter(attr), values))
+            columns.extend([column] if dump is None else dump(column))
+        before = getattr(states, "before", None)
+        if before is not None and before[0] == tuple(keys):
+            changed = tuple(
+                n
+                for n, (column, at) in enumerate(zip(columns, self._before, strict=True))
+                if at is None or before[at] != tuple(column)
+            )
+        else:
+            changed = tuple(range(len(columns)))
+        if changed:
+            conn.execute(self._save_statement(changed), [keys, *(columns[n] for n in changed)])
+
+
+class States(dict[str, S]):
+    """The states a store loaded, by key, with the columns they were read from."""
+
+    before: list[tuple[Any, ...]] | None = None
+
+
+def group(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
+    """Entries per session in stream order; sessions sorted (the order rows are locked in).
+
+    Bots' entries are left out: they count in no session-based aggregate.
+    """
+    groups: defaultdict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        if not entry.is_bot:
+            groups[entry.event.session_id].append(entry)
+    return dict(sorted(groups.items()))
+
+
+_COUNT_REFUSED = """
+INSERT INTO processor_refusals AS t (processor, reason, events, last_at)
+VALUES (%s, 'session_taken', %s, now())
+ON CONFLICT (processor, reason) DO UPDATE
+SET events = t.events + excluded.events, last_at = excluded.last_at
+"""
+
+
+def count_refused(conn: psycopg.Connection[Any], processor: str, events: int) -> None:
+    """Add `events` refused events to the processor's counter (last in the batch)."""
+    if events:
+        conn.execute(_COUNT_REFUSED, (processor, events))
+
+
+def at(ms: int | None) -> datetime | None:
+    """Milliseconds since the epoch as a UTC datetime (exact to the millisecond)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+
+
+def ms(when: datetime | None) -> int | None:
+    """A datetime as whole milliseconds since the epoch (the inverse of `at`)."""
+    if when is None:
+        return None
+    return (when - _EPOCH) // _MS
+
+
+def array_literal(values: Iterable[float]) -> str:
+    """A float8[] literal that reads back bit-identical (repr is the shortest exact form)."""
+    return "{" + ",".join(map(repr, values)) + "}"
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, the shape unnest takes."""
+    return [[row[i] for row in rows] for i in range(width)]
