@@ -14,13 +14,22 @@ import sys
 import time
 from typing import Any
 
-from bench import dashboard, drain, e2e, e2e_live, ingest, lengths, sessions
+from bench import cluster, dashboard, drain, e2e, e2e_live, ingest, lengths, sessions
 from bench.env import BenchEnv
 from bench.report import Row, chart, machine, markdown, service_versions, table, write_json
 
-PARTS = ("ingest", "processors", "lengths", "e2e", "e2e-bench", "sessions", "dashboard")
+PARTS = (
+    "ingest",
+    "processors",
+    "lengths",
+    "e2e",
+    "e2e-bench",
+    "sessions",
+    "dashboard",
+    "cluster",
+)
 # Run when --only is not given: the bench-shape end to end is left out (another 2 minutes).
-DEFAULT_PARTS = ("ingest", "processors", "lengths", "e2e", "sessions", "dashboard")
+DEFAULT_PARTS = ("ingest", "processors", "lengths", "e2e", "sessions", "dashboard", "cluster")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -127,6 +136,8 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
         )
     if "dashboard" in results:
         rows += dashboard_rows(results["dashboard"])
+    if "cluster" in results:
+        rows += cluster.rows(results["cluster"])
     return rows
 
 
@@ -296,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             results["dashboard"] = dashboard.run(env, dashcfg)
+        if "cluster" in parts:
+            ccfg = cluster.ClusterConfig(duration_s=5, rounds=2) if args.quick else None
+            print(
+                "- cluster: 1 Redis vs a 3-master Redis Cluster, ingest and end to end",
+                flush=True,
+            )
+            results["cluster"] = cluster.run(env, ccfg or cluster.ClusterConfig())
     finally:
         env.cleanup()
     results["machine"]["load_average_end"] = machine()["load_average"]

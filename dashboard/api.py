@@ -112,7 +112,7 @@ async def put_video(request: Request) -> Response:
         entry = CatalogueEntry.model_validate_json(raw)
     except ValidationError as exc:
         raise ApiError(422, describe(exc)) from None
-    async with request.state.pool.connection() as conn:
+    async with request.state.write_pool.connection() as conn:
         row = await fetch_one(conn, UPSERT, row_params(video_id, entry))
     assert row is not None
     await _catalogue_changed(request, video_id)

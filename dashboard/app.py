@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
@@ -31,6 +30,7 @@ from dashboard.auth import BearerAuth
 from dashboard.cache import AnswerMemo, Cache
 from dashboard.pages import routes as page_routes
 from dashboard.responses import ApiError, JSONResponse
+from vidpulse.redisclient import async_client
 from vidpulse.settings import Settings
 from vidpulse.telemetry import metrics_route
 
@@ -120,24 +120,32 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error; it has been logged"}, status_code=500)
 
 
+def _pool(url: str) -> AsyncConnectionPool[Any]:
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=8,
+        timeout=5,
+        open=False,
+        kwargs={"autocommit": True, "connect_timeout": 5},
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the dashboard ASGI app (API under /api/v1, pages, /static)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=8,
-            timeout=5,
-            open=False,
-            kwargs={"autocommit": True, "connect_timeout": 5},
+        client = async_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        # Reads go to VIDPULSE_READ_DATABASE_URL (a replica) when set; the catalogue's
+        # writes (PUT /api/v1/videos/...) always to DATABASE_URL.
+        pool = _pool(settings.read_url)
+        write_pool = (
+            pool if settings.read_url == settings.database_url else _pool(settings.database_url)
         )
         # Not waiting: the app starts (and answers 503) while PostgreSQL is away.
-        await pool.open(wait=False)
+        for p in {id(pool): pool, id(write_pool): write_pool}.values():
+            await p.open(wait=False)
         app.state.pool = pool
         app.state.redis = client
         try:
@@ -145,10 +153,12 @@ def create_app(settings: Settings) -> Starlette:
                 "settings": settings,
                 "redis": client,
                 "pool": pool,
+                "write_pool": write_pool,
                 "cache": Cache(client, settings),
             }
         finally:
-            await pool.close()
+            for p in {id(pool): pool, id(write_pool): write_pool}.values():
+                await p.close()
             await client.aclose()
 
     routes = [

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard.responses import encode
 from vidpulse.keys import Keys, text
+from vidpulse.redisclient import cluster_of
 from vidpulse.settings import Settings
 
 log = structlog.get_logger("vidpulse.dashboard.cache")
@@ -42,8 +43,9 @@ def params_digest(params: Mapping[str, Any]) -> str:
 
 
 # One round trip: read the version counters, build the entry key, GET it. Returns
-# {versions, hit or false}. (The entry key is not in KEYS: fine on one Redis node,
-# which is what the dashboard's cache runs on.)
+# {versions, hit or false}. The entry key is not in KEYS, which only one Redis server
+# allows: on a Redis Cluster the lookup is two steps instead (the versions, slot by
+# slot, then the entry), each command naming its keys.
 _LOOKUP = """
 local versions = {}
 for i, v in ipairs(redis.call('MGET', unpack(KEYS))) do
@@ -134,6 +136,7 @@ class Cache:
         self.keys = Keys(settings.stream)
         self.ttl = settings.cache_ttl_seconds
         self._lookup = client.register_script(_LOOKUP)
+        self._cluster = cluster_of(client)
         # Misses being computed in this process, by entry key: concurrent identical
         # misses (a page opened by many people right after a commit) query once.
         self._flights: dict[str, asyncio.Future[bytes]] = {}
@@ -148,10 +151,7 @@ class Cache:
         """The answer as JSON bytes: from Redis when fresh, else computed and stored."""
         digest = params_digest(params)
         try:
-            vector, hit = await self._lookup(
-                keys=[self.keys.cache_version(s) for s in scopes],
-                args=[self.keys.cache_entry(endpoint, "", "")[:-1], digest],
-            )
+            vector, hit = await self._versions_and_hit(endpoint, scopes, digest)
         except (RedisError, OSError) as exc:
             log.warning("cache_unavailable", error=str(exc))
             return encode(await compute())
@@ -162,6 +162,19 @@ class Cache:
         if flight is not None:
             return await asyncio.shield(flight)
         return await self._compute_once(key, compute)
+
+    async def _versions_and_hit(
+        self, endpoint: str, scopes: Sequence[str], digest: str
+    ) -> tuple[Any, Any]:
+        versions = [self.keys.cache_version(s) for s in scopes]
+        if self._cluster is None:
+            vector, hit = await self._lookup(
+                keys=versions, args=[self.keys.cache_entry(endpoint, "", "")[:-1], digest]
+            )
+            return vector, hit
+        values = await self._cluster.mget_nonatomic(versions)
+        vector = ".".join("0" if v is None else text(v) for v in values)
+        return vector, await self._cluster.get(self.keys.cache_entry(endpoint, vector, digest))
 
     async def _compute_once(self, key: str, compute: Compute) -> bytes:
         """Compute and store the answer; identical misses meanwhile wait for this one."""

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
-import redis
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from vidpulse.events import Ident, NoNul
 from vidpulse.keys import Keys
+from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
 
 Title = Annotated[
@@ -158,7 +158,7 @@ def import_csv(settings: Settings, path: Path) -> ImportReport:
 
 def _bump_versions(settings: Settings, video_ids: list[str]) -> None:
     keys = Keys(settings.stream)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
         pipe = client.pipeline(transaction=False)
         pipe.incr(keys.cache_version("catalogue"))

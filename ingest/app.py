@@ -41,6 +41,7 @@ from ingest.legacy import legacy_routes
 from ingest.openapi import openapi_route
 from vidpulse.events import FieldError, InvalidEvent, now_ms, parse_event
 from vidpulse.keys import Keys
+from vidpulse.redisclient import async_client, is_cluster
 from vidpulse.settings import Settings
 from vidpulse.telemetry import (
     INGEST_APPEND_SECONDS,
@@ -90,7 +91,7 @@ class EventsEndpoint:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.stream)
+        self.keys = Keys.of(settings)
         self.rules = edge_rules(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -264,23 +265,40 @@ async def tracker_js(request: Request) -> Response:
     )
 
 
-def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -> Starlette:
-    """Build the ingest ASGI app; the lifespan owns the Redis client."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=30,
-        )
-        appender = Appender(
+def make_appender(client: aioredis.Redis, settings: Settings) -> Appender:
+    """The plain appender, or the partitioned one for partitions, a cluster or replica acks."""
+    plain = settings.partitions == 1 and not settings.replica_acks
+    if plain and not is_cluster(settings.redis_url):
+        return Appender(
             client,
             stream=settings.stream,
             max_backlog=settings.max_stream_length,
             dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
         )
+    from ingest.partitioned import PartitionedAppender
+
+    return PartitionedAppender(
+        client,
+        keys=Keys.of(settings),
+        max_backlog=settings.max_stream_length,
+        dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+        replica_acks=settings.replica_acks,
+        replica_timeout_ms=settings.replica_ack_timeout_ms,
+    )
+
+
+def create_app(settings: Settings, *, extra_routes: list[Route] | None = None) -> Starlette:
+    """Build the ingest ASGI app; the lifespan owns the Redis client."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        client = async_client(
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+        )
+        appender = make_appender(client, settings)
         deadlines = BodyDeadlines(settings.body_timeout_seconds)
         try:
             yield {

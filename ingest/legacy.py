@@ -262,7 +262,7 @@ class Watched50Endpoint:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.stream)
+        self.keys = Keys.of(settings)
         self.rules = edge_rules(settings)
 
     async def post(self, request: Request) -> Response:
@@ -356,7 +356,7 @@ class ReportEndpoints:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.stream)
+        self.keys = Keys.of(settings)
         self.rules = edge_rules(settings)
         # A report's viewer is the one its video-view named, whose signature was checked.
         self.report_rules = dataclasses.replace(self.rules, viewer_key=None)

@@ -14,17 +14,19 @@ import hashlib
 import math
 import secrets
 import time
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 import structlog
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from redis.exceptions import RedisError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpulse.keys import Keys
+from vidpulse.redisclient import is_cluster
 from vidpulse.settings import Settings
 
 log = structlog.get_logger("vidpulse.ingest")
@@ -61,10 +63,14 @@ class RateLimitMiddleware:
         self.redis_url = settings.redis_url
         self.retry_after = settings.retry_after_seconds
         self._limiter: FixedWindowRateLimiter | None = None
+        self._cluster: RedisClusterStorage | None = None
         self._pool: object = None
         self._salt: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and is_cluster(self.redis_url):
+            await self.app(scope, receive, self._closing(send))
+            return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -84,9 +90,29 @@ class RateLimitMiddleware:
             return
         await self.app(scope, receive, send)
 
+    def _closing(self, send: Send) -> Send:
+        """`send`, closing the cluster client of the limiter as the app shuts down."""
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self._cluster is not None:
+                storage, self._cluster, self._limiter = self._cluster, None, None
+                await cast(Any, storage.bridge).storage.aclose()  # its own RedisCluster
+            await send(message)
+
+        return closing_send
+
     def _limiter_for(self, scope: Scope) -> FixedWindowRateLimiter:
         """The limiter, on the connection pool of the app's Redis client (its lifespan's)."""
         redis: aioredis.Redis = scope["state"]["redis"]
+        if is_cluster(self.redis_url):  # `limits`' own cluster client, made once
+            if self._limiter is None:
+                self._cluster = RedisClusterStorage(
+                    "async+" + self.redis_url,
+                    implementation="redispy",
+                    key_prefix=self.keys.rate_limit_prefix,
+                )
+                self._limiter = FixedWindowRateLimiter(self._cluster)
+            return self._limiter
         if self._limiter is not None and self._pool is redis.connection_pool:
             return self._limiter
         self._pool = redis.connection_pool

@@ -23,19 +23,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import redis
 import structlog
 from pydantic import ValidationError
+from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors import cache_versions, forgotten, ledger
 from processors.base import Entry, Prepare, Processor
+from processors.partitions import Membership
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
 from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
+from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
 from vidpulse.telemetry import ProcessorMetrics
 
@@ -52,7 +53,15 @@ _DB_DOWN = (
 # SQLSTATE class 42 (undefined table or column, privileges, ...) depends on the schema
 # and the statement, never on an event's values: also an outage, never a poison entry.
 _SCHEMA_CLASS = "42"
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# On a Redis Cluster a failover also shows as CLUSTERDOWN replies and as slots no node
+# serves for a moment: waited out like a lost connection.
+_REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    RedisClusterException,
+)
 _TRIM_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
 _CONSUMERS_EVERY_MAX_S = 60.0
@@ -195,17 +204,28 @@ class Consumer:
         self.processor = processor
         self.exit_if_behind = exit_if_behind
         self.settings = settings
-        self.keys = Keys(settings.stream)
+        self.keys = Keys.of(settings)
         self.stop = stop or threading.Event()
         self.burst = burst
-        self.redis = redis.Redis.from_url(
+        self.redis = sync_client(
             settings.redis_url,
             socket_timeout=max(5.0, settings.block_ms / 1000 + 5),
             socket_connect_timeout=2,
         )
-        self.stream = GroupStream(
-            self.redis, self.keys, processor.group, consumer, settings.dlq_max_length
-        )
+        # One GroupStream per partition; `self.stream` is the one being worked on.
+        self.streams = [
+            GroupStream(
+                self.redis,
+                self.keys.partition(p),
+                processor.group,
+                consumer,
+                settings.dlq_max_length,
+            )
+            for p in range(self.keys.partitions)
+        ]
+        self.stream = self.streams[0]
+        self.owned: list[int] = [0]  # the partitions this consumer reads
+        self.membership: Membership | None = None
         self.conn: psycopg.Connection[Any] | None = None
         self.log = log.bind(processor=processor.name, consumer=consumer)
         consumers_every_s = min(_CONSUMERS_EVERY_MAX_S, settings.consumer_idle_ms / 2000)
@@ -225,6 +245,9 @@ class Consumer:
 
     def run(self) -> None:
         """Consume until stopped (or, in burst mode, until nothing is new or pending)."""
+        if self.keys.partitions > 1:
+            self._run_partitioned()
+            return
         self.log.info("consumer_starting", stream=self.keys.stream)
         try:
             self._redis_call(lambda: ensure_groups(self.redis, self.keys.stream))
@@ -265,6 +288,88 @@ class Consumer:
             self._close()
         self.log.info("consumer_stopped")
 
+    # -- partitions (VIDPULSE_PARTITIONS > 1) -----------------------------------------
+
+    def _run_partitioned(self) -> None:
+        """The loop over the partitions this consumer is assigned, re-read every turn.
+
+        Per partition: own pending entries first (on joining, and on taking it over),
+        idle entries of other consumers (XAUTOCLAIM: those of a consumer that died or
+        gave the partition up), then new ones, a batch of one partition at a time.
+        """
+        self.log.info("consumer_starting", stream=self.keys.stream, partitions=self.keys.partitions)
+        self.owned = []
+        try:
+            self._redis_call(self._ensure_groups)
+            self._wait_for_schema()
+            self.membership = Membership(
+                self.redis,
+                self.keys.members(self.processor.group),
+                self.stream.consumer,
+                self.keys.partitions,
+                self.settings.consumer_heartbeat_ms,
+            )
+            self._redis_call(self.membership.start)
+            cursors: dict[int, str] = {}
+            next_claim: dict[int, float] = {}
+            turn = 0
+            while not self.stop.is_set():
+                owned = self.membership.owned()
+                for p in owned:
+                    if p not in cursors:  # taken on: what this consumer had pending first
+                        self.stream = self.streams[p]
+                        self._finish_own_pending()
+                        cursors[p], next_claim[p] = "0-0", 0.0
+                if owned != self.owned:
+                    self.log.info("partitions_assigned", partitions=owned)
+                for p in [p for p in cursors if p not in owned]:
+                    del cursors[p], next_claim[p]
+                self.owned = owned
+                busy = False
+                for p in owned:
+                    now = time.monotonic()
+                    if now >= next_claim[p]:
+                        self.stream = self.streams[p]
+                        cursors[p] = self._claim_round(cursors[p])
+                        if cursors[p] == "0-0":
+                            next_claim[p] = now + self._claim_interval()
+                for i in range(len(owned)):
+                    self.stream = self.streams[owned[(turn + i) % len(owned)]]
+                    batch, decoded = self._read_new(block=False)
+                    if batch:
+                        busy = True
+                        self.process(batch, decoded=decoded)
+                turn += 1
+                if not busy:
+                    if self.burst and self._drained(owned):
+                        self.log.info("burst_done")
+                        break
+                    self._idle_wait(owned, turn)
+                self._upkeep()
+        except Stopped:
+            pass
+        finally:
+            self._close()
+        self.log.info("consumer_stopped")
+
+    def _drained(self, owned: list[int]) -> bool:
+        """Nothing pending in any partition this consumer reads (burst mode's end)."""
+        return all(self._redis_call(self.streams[p].pending_count) == 0 for p in owned)
+
+    def _idle_wait(self, owned: list[int], turn: int) -> None:
+        """Nothing new anywhere: block on one partition for a moment (each in turn)."""
+        wait_ms = min(self._block_ms(), max(50, self.settings.consumer_heartbeat_ms // 2))
+        if not owned:
+            if self.stop.wait(wait_ms / 1000):
+                raise Stopped
+            return
+        self.stream = self.streams[owned[turn % len(owned)]]
+        batch: list[RawEntry] = self._redis_call(
+            lambda: self.stream.read_new(self.settings.batch_size, wait_ms)
+        )
+        if batch:
+            self.process(batch)
+
     def _wait_for_schema(self) -> None:
         """Return once the database has every migration this code knows.
 
@@ -301,9 +406,10 @@ class Consumer:
         if wait > 0 and self.stop.wait(wait):
             raise Stopped
 
-    def _read_new(self) -> tuple[list[RawEntry], Decoded]:
+    def _read_new(self, block: bool = True) -> tuple[list[RawEntry], Decoded]:
+        block_ms = self._block_ms() if block else None
         batch: list[RawEntry] = self._redis_call(
-            lambda: self.stream.read_new(self.settings.batch_size, self._block_ms())
+            lambda: self.stream.read_new(self.settings.batch_size, block_ms)
         )
         return batch, decode_all(batch, self.processor.prepare)
 
@@ -577,15 +683,20 @@ class Consumer:
                     raise
                 # The stream or group vanished (Redis restarted empty): recreate and go on.
                 self.log.warning("group_missing_recreating", error=str(exc))
-                ensure_groups(self.redis, self.keys.stream)
+                self._ensure_groups()
 
     def _upkeep(self) -> None:
         now = time.monotonic()
         for timer in self._timers:
             timer.run_if_due(now, self.log)
 
+    def _ensure_groups(self) -> None:
+        for stream in self.keys.partition_streams:
+            ensure_groups(self.redis, stream)
+
     def _trim(self) -> bool:
-        trim_processed(self.redis, self.keys.stream)
+        for p in self.owned:
+            trim_processed(self.redis, self.streams[p].keys.stream)
         return True
 
     def _purge(self) -> bool:
@@ -604,9 +715,10 @@ class Consumer:
 
     def _forget_idle_consumers(self) -> bool:
         """Remove the group's consumers idle past the limit that hold no pending entry."""
-        removed = self.stream.forget_idle_consumers(self.settings.consumer_idle_ms)
-        if removed:
-            self.log.info("idle_consumers_removed", consumers=removed)
+        for p in self.owned:
+            removed = self.streams[p].forget_idle_consumers(self.settings.consumer_idle_ms)
+            if removed:
+                self.log.info("idle_consumers_removed", consumers=removed, partition=p)
         return True
 
     def _close(self) -> None:
@@ -615,10 +727,13 @@ class Consumer:
             ahead.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        try:
-            self.stream.forget_consumer_if_idle()
-        except Exception:  # best effort on the way out
-            self.log.debug("forget_consumer_failed", exc_info=True)
+        if self.membership is not None:
+            self.membership.leave()
+        for stream in self.streams:
+            try:
+                stream.forget_consumer_if_idle()
+            except Exception:  # best effort on the way out
+                self.log.debug("forget_consumer_failed", exc_info=True)
         if self.conn is not None:
             self.conn.close()
         self.redis.close()

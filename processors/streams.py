@@ -56,7 +56,8 @@ class GroupStream:
         self.ack(gone)
         return [entry for entry in entries if entry[1]]
 
-    def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
+    def read_new(self, count: int, block_ms: int | None) -> list[RawEntry]:
+        """New entries for this consumer, waiting up to `block_ms` (None: not at all)."""
         reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block_ms
         )

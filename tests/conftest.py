@@ -87,6 +87,20 @@ def _postgres(use_docker: bool, tmp: Path, stack: list[Callable[[], None]]) -> s
 
 
 @pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[devservices.LocalCluster]:
+    """A real Redis Cluster for this run: three masters, a replica each, on free ports.
+
+    Needs the `redis-server` and `redis-cli` binaries (Redis 7: apt-get install
+    redis-server); quick failover (cluster-node-timeout 1 s) for the failover tests.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="vidpulse-cluster-"))
+    cluster = devservices.start_redis_cluster(tmp)
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def database_url(service_urls: tuple[str, str]) -> Iterator[str]:
     """A fresh, migrated database for this test run, dropped at the end."""
     name = f"vidpulse_test_{uuid.uuid4().hex[:12]}"

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vidpulse import logs
+from vidpulse.redisclient import cluster_url, sync_client
 from vidpulse.settings import ConfigError, Settings
 
 EXIT_FAILURE = 1
@@ -40,6 +41,7 @@ def default_consumer_name() -> str:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from processors.streams import ensure_groups
     from vidpulse.database import MigrationFailed, migrate
+    from vidpulse.keys import Keys
 
     try:
         done = migrate(settings.database_url)
@@ -50,9 +52,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     except MigrationFailed as exc:
         raise CommandError(str(exc)) from None
     try:
-        ensure_groups(
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3), settings.stream
-        )
+        client = sync_client(settings.redis_url, socket_connect_timeout=3)
+        for stream in Keys.of(settings).partition_streams:
+            ensure_groups(client, stream)
     except (RedisError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
@@ -62,6 +64,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"database {what}: {_safe_url(settings.database_url)} "
         f"({steps or 'already current'}); consumer groups ready on {settings.stream}"
+        + (f" ({settings.partitions} partitions)" if settings.partitions > 1 else "")
     )
     return 0
 
@@ -230,9 +233,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse.keys import Keys
     from vidpulse.status import gather, render
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
-        report = gather(client, Keys(settings.stream))
+        report = gather(client, Keys.of(settings))
     except (RedisError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
@@ -245,8 +248,11 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from vidpulse import deadletters
     from vidpulse.keys import Keys
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
-    keys = Keys(settings.stream)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
+    keys = Keys.of(settings)
+    # Each partition has its own dead letters, next to its stream (one slot).
+    parts = [keys.partition(p) for p in range(keys.partitions)]
+    where = keys.dlq if keys.partitions == 1 else f"the {keys.partitions} partitions' :dlq"
     if args.action != "drop" and (args.ids or args.all):
         raise ConfigError(f"dlq {args.action} takes no ids and no --all")
     if args.action == "drop" and sum((bool(args.ids), args.group is not None, args.all)) != 1:
@@ -256,21 +262,36 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"not a dead-letter id (like 1700000000000-0): {bad[0]}")
     try:
         if args.action == "replay":
-            report = deadletters.replay(client, keys, args.group)
-            print(f"replayed {report.replayed} dead letters onto {keys.stream}")
-            for entry_id, why in report.broken:
+            replayed, broken = 0, []
+            for part in parts:
+                report = deadletters.replay(client, part, args.group)
+                replayed += report.replayed
+                broken += report.broken
+            onto = keys.stream if keys.partitions == 1 else f"{keys.stream} (its partitions)"
+            print(f"replayed {replayed} dead letters onto {onto}")
+            for entry_id, why in broken:
                 print(f"not replayed {entry_id}: {why}")
-            if report.broken:
+            if broken:
                 raise CommandError(
-                    f"{len(report.broken)} dead letters could not be replayed and stay in "
-                    f"{keys.dlq}; remove them with `vidpulse dlq drop ID...`"
+                    f"{len(broken)} dead letters could not be replayed and stay in "
+                    f"{where}; remove them with `vidpulse dlq drop ID...`"
                 )
         elif args.action == "drop":
-            n = deadletters.drop(client, keys, ids=args.ids, group=args.group, everything=args.all)
-            print(f"dropped {n} dead letters from {keys.dlq}")
+            n = sum(
+                deadletters.drop(client, part, ids=args.ids, group=args.group, everything=args.all)
+                for part in parts
+            )
+            print(f"dropped {n} dead letters from {where}")
         else:
-            for item in deadletters.list_dead(client, keys, args.count):
-                print(json.dumps(item))
+            left = args.count
+            for p, part in enumerate(parts):
+                for item in deadletters.list_dead(client, part, left):
+                    if keys.partitions > 1:
+                        item["partition"] = str(p)
+                    print(json.dumps(item))
+                    left -= 1
+                if left <= 0:
+                    break
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise CommandError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {exc}"
@@ -340,10 +361,10 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     except BadViewerId as exc:
         print(f"vidpulse: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = sync_client(settings.redis_url, socket_connect_timeout=3)
     try:
         with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
-            erased = forget(conn, client, Keys(settings.stream), args.viewer_id)
+            erased = forget(conn, client, Keys.of(settings), args.viewer_id)
     except psycopg.OperationalError as exc:
         raise CommandError(
             f"cannot reach PostgreSQL at {_safe_url(settings.database_url)}: {_first_line(exc)}"
@@ -509,7 +530,9 @@ def check_urls(settings: Settings) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        redis.ConnectionPool.from_url(settings.redis_url)  # parses only, connects lazily
+        redis.ConnectionPool.from_url(
+            cluster_url(settings.redis_url) or settings.redis_url
+        )  # parses only, connects lazily
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL: {exc}") from None
     try:

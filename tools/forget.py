@@ -102,8 +102,10 @@ def forget(
         conn.execute(_RECORD, (forgotten.viewer_hash(viewer_id),))
     # The entries first: they name sessions that a processor may have applied while
     # another has not yet (their rows are found by session).
-    erase_entries(client, keys.stream, viewer_id, erased, dead=False)
-    erase_entries(client, keys.dlq, viewer_id, erased, dead=True)
+    for partition in range(keys.partitions):
+        part = keys.partition(partition)
+        erase_entries(client, part.stream, viewer_id, erased, dead=False)
+        erase_entries(client, part.dlq, viewer_id, erased, dead=True)
     with conn.transaction():
         erase_rows(conn, viewer_id, erased)
     erase_keys(client, keys, viewer_id, erased)

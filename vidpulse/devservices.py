@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import psycopg
@@ -33,7 +34,8 @@ class Missing(Exception):
 
 def redis_answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping())
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2) as client:
+            return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
 
@@ -125,6 +127,151 @@ def start_redis(
     url = f"redis://127.0.0.1:{port}/0"
     _wait(lambda: redis_answers(url), f"redis-server on port {port}")
     return LocalServer(url=url, process=proc)
+
+
+@dataclass
+class LocalCluster:
+    """A Redis Cluster of local `redis-server` processes; `stop()` ends them all."""
+
+    nodes: dict[int, subprocess.Popen[bytes]]  # by port
+    data_dir: Path
+    commands: dict[int, list[str]] = field(default_factory=dict)  # by port
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://` of the first node (any node would do)."""
+        return f"redis+cluster://127.0.0.1:{min(self.nodes)}"
+
+    def kill(self, port: int) -> None:
+        """Kill one node outright (SIGKILL), as a crash would."""
+        process = self.nodes[port]
+        process.kill()
+        process.wait(10)
+
+    def info(self, port: int) -> dict[str, Any]:
+        """INFO replication of one node."""
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        try:
+            return dict(client.info("replication"))
+        finally:
+            client.close()
+
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of a master's replicas."""
+        info = self.info(port)
+        return [int(v["port"]) for k, v in info.items() if k.startswith("slave") and "port" in v]
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again, as a supervisor would: it rejoins the cluster from
+        its nodes.conf (a master that was failed over comes back as a replica)."""
+        self.nodes[port] = subprocess.Popen(
+            self.commands[port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), f"node {port}")
+
+    def stop(self) -> None:
+        for process in self.nodes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.nodes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def start_redis_cluster(
+    data_dir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+) -> LocalCluster:
+    """Start masters * (1 + replicas) `redis-server --cluster-enabled yes` nodes on free
+    ports of 127.0.0.1 and join them with `redis-cli --cluster create`.
+
+    A small `node_timeout_ms` makes a replica take over a dead master within seconds.
+    """
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        raise Missing(
+            "a local Redis Cluster needs redis-server and redis-cli (Redis 7): "
+            "apt-get install redis-server, or brew install redis"
+        )
+    nodes: dict[int, subprocess.Popen[bytes]] = {}
+    cluster = LocalCluster(nodes, data_dir)
+    try:
+        for _ in range(masters * (1 + replicas)):
+            port = free_port()
+            node_dir = data_dir / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            options = {
+                "bind": "127.0.0.1",
+                "port": str(port),
+                "dir": str(node_dir),
+                "cluster-enabled": "yes",
+                "cluster-config-file": "nodes.conf",
+                "cluster-port": str(free_port()),
+                "cluster-node-timeout": str(node_timeout_ms),
+                "save": "",
+                "appendonly": "no",
+                "daemonize": "no",
+                "logfile": str(node_dir / "redis.log"),
+            }
+            cluster.commands[port] = [
+                server,
+                *(arg for k, v in options.items() for arg in (f"--{k}", v)),
+            ]
+            nodes[port] = subprocess.Popen(
+                cluster.commands[port],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        for port in nodes:
+            _wait(lambda port=port: redis_answers(f"redis://127.0.0.1:{port}/0"), f"node {port}")
+        addresses = [f"127.0.0.1:{port}" for port in nodes]
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        _wait(lambda: cluster_ready(cluster, replicas), "the Redis Cluster", timeout=60)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def cluster_ready(cluster: LocalCluster, replicas: int = 0) -> bool:
+    """Every live node says the cluster is ok and knows every slot's master, and every
+    master has `replicas` replicas in sync."""
+    for port, process in cluster.nodes.items():
+        if process.poll() is not None:
+            continue
+        try:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+            info = cast(Any, client).execute_command("CLUSTER", "INFO")
+            replication = client.info("replication")
+            client.close()
+        except (redis.RedisError, OSError):
+            return False
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        if "cluster_state:ok" not in text or "cluster_slots_ok:16384" not in text:
+            return False
+        if replication.get("role") == "master":
+            online = [
+                v
+                for k, v in replication.items()
+                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+            ]
+            if len(online) < replicas:
+                return False
+    return True
 
 
 def _postgres_bin(name: str) -> str | None:

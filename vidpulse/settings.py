@@ -7,7 +7,14 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_TOKEN_LENGTH = 24
@@ -87,6 +94,21 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", min_length=1)
 
+    # scale past one machine (docs/operations.md, "Redis Cluster")
+    partitions: int = Field(
+        1, ge=1, le=1024, description="streams the events are split over (hash-tagged)"
+    )
+    replica_acks: int = Field(
+        0, ge=0, le=16, description="replicas that must hold events before a 202 (WAIT)"
+    )
+    replica_ack_timeout_ms: int = Field(1000, ge=1, le=60_000)
+    consumer_heartbeat_ms: int = Field(
+        2000, ge=50, description="how often a consumer says it is alive (partitions > 1)"
+    )
+    read_database_url: str = Field(
+        "", description="replica the dashboard and analysts read; empty: DATABASE_URL"
+    )
+
     # logging: "auto" is JSON unless stderr is a terminal
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     log_level: str = Field("info", pattern="^(?i)(debug|info|warning|error)$")
@@ -106,6 +128,21 @@ class Settings(BaseSettings):
         if short:
             raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
         return value
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitioned_stream_has_no_braces(cls, value: int, info: ValidationInfo) -> int:
+        stream = str(info.data.get("stream", ""))
+        if value > 1 and ("{" in stream or "}" in stream):
+            raise ValueError(
+                "more than one needs a VIDPULSE_STREAM without { or } (the partitions' hash tags)"
+            )
+        return value
+
+    @property
+    def read_url(self) -> str:
+        """The PostgreSQL the read side queries: the read replica when one is set."""
+        return self.read_database_url or self.database_url
 
     @property
     def admin_token_list(self) -> list[str]:

@@ -42,6 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpulse.keys import Keys, text
+from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
 from vidpulse.status import gather
 
@@ -171,7 +172,7 @@ class StreamCollector(Collector):
     """
 
     def __init__(self, settings: Settings, *, cache_seconds: float = 1.0) -> None:
-        self.keys = Keys(settings.stream)
+        self.keys = Keys.of(settings)
         self.redis_url = settings.redis_url
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
@@ -193,9 +194,7 @@ class StreamCollector(Collector):
         try:
             # A connection per reading (at most one a cache interval): nothing to close
             # when the app or thread serving the scrapes goes away.
-            with redis.Redis.from_url(
-                self.redis_url, socket_timeout=2, socket_connect_timeout=1
-            ) as client:
+            with sync_client(self.redis_url, socket_timeout=2, socket_connect_timeout=1) as client:
                 families = self._stream_families(client)
         except (RedisError, OSError):
             up.add_metric([], 0)
@@ -232,27 +231,67 @@ class StreamCollector(Collector):
             "Entries of the group in the dead-letter stream.",
             labels=["group"],
         )
+        parts = report.get("partitions") or [report]
+        streams = self.keys.partition_streams
         for g in report["groups"]:
             name = g["group"]
-            oldest_unread_ms = self._oldest_unread_ms(client, g["last_delivered_id"], g["lag"])
-            ages = [(now_ms - oldest_unread_ms) / 1000] if oldest_unread_ms else []
-            if g["oldest_pending_age_s"] is not None:
-                ages.append(g["oldest_pending_age_s"])
-            unread = g["lag"] if g["lag"] is not None else int(oldest_unread_ms is not None)
+            ages: list[float] = []
+            unread = 0
+            for stream, part in zip(streams, parts, strict=True):
+                for pg in part["groups"]:
+                    if pg["group"] != name:
+                        continue
+                    oldest_unread_ms = self._oldest_unread_ms(
+                        client, stream, pg["last_delivered_id"], pg["lag"]
+                    )
+                    if oldest_unread_ms:
+                        ages.append((now_ms - oldest_unread_ms) / 1000)
+                    if pg["oldest_pending_age_s"] is not None:
+                        ages.append(pg["oldest_pending_age_s"])
+                    unread += pg["lag"] if pg["lag"] is not None else int(bool(oldest_unread_ms))
             lag.add_metric([name], unread)
             lag_seconds.add_metric([name], max([0.0, *ages]))
             pending.add_metric([name], g["pending"])
             consumers.add_metric([name], g["consumers"])
             dead.add_metric([name], g["dead_letters"])
-        return [length, lag, lag_seconds, pending, consumers, dead]
+        families: list[Metric] = [length, lag, lag_seconds, pending, consumers, dead]
+        if report.get("partitions"):
+            families += self._partition_families(report["partitions"])
+        return families
 
+    @staticmethod
+    def _partition_families(parts: list[dict[str, Any]]) -> list[Metric]:
+        """Per partition (VIDPULSE_PARTITIONS > 1): its length, and each group's lag and
+        pending entries in it."""
+        length = GaugeMetricFamily(
+            "vidpulse_partition_length", "Entries in the partition's stream.", labels=["partition"]
+        )
+        lag = GaugeMetricFamily(
+            "vidpulse_partition_lag",
+            "Entries of the partition not yet delivered to the group.",
+            labels=["group", "partition"],
+        )
+        pending = GaugeMetricFamily(
+            "vidpulse_partition_pending",
+            "Entries of the partition delivered to the group and not yet acknowledged.",
+            labels=["group", "partition"],
+        )
+        for p, part in enumerate(parts):
+            length.add_metric([str(p)], part["length"])
+            for g in part["groups"]:
+                if g["lag"] is not None:
+                    lag.add_metric([g["group"], str(p)], g["lag"])
+                pending.add_metric([g["group"], str(p)], g["pending"])
+        return [length, lag, pending]
+
+    @staticmethod
     def _oldest_unread_ms(
-        self, client: redis.Redis, last_delivered_id: str, lag: int | None
+        client: redis.Redis, stream: str, last_delivered_id: str, lag: int | None
     ) -> int | None:
         """Timestamp (ms) of the first entry after the group's last delivered one, if any."""
         if lag == 0:
             return None
-        after: Any = client.xrange(self.keys.stream, f"({last_delivered_id}", "+", count=1)
+        after: Any = client.xrange(stream, f"({last_delivered_id}", "+", count=1)
         if not after:
             return None
         return int(text(after[0][0]).split("-", 1)[0])

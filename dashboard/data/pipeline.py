@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis
-
 from vidpulse.keys import Keys
+from vidpulse.redisclient import sync_client
 from vidpulse.settings import Settings
 from vidpulse.status import gather
 
@@ -35,9 +34,9 @@ GROUP_COLUMNS = [
 
 
 def _gather(settings: Settings) -> dict[str, Any]:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    client = sync_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     try:
-        return gather(client, Keys(settings.stream))
+        return gather(client, Keys.of(settings))
     finally:
         client.close()
 

@@ -462,3 +462,20 @@ def test_database_down_is_503_json(make_settings: Any) -> None:
         response = client.get("/api/v1/overview")
     assert response.status_code == 503
     assert "database" in response.json()["error"]
+
+
+def test_reads_go_to_the_read_replica_and_catalogue_writes_to_the_primary(
+    make_settings: Any, db: Any
+) -> None:
+    """VIDPULSE_READ_DATABASE_URL: the API's reads use it (here unreachable: 503), the
+    catalogue's PUT still writes to DATABASE_URL."""
+    settings = make_settings(
+        admin_tokens=TOKEN, read_database_url="postgresql://postgres@127.0.0.1:1/replica"
+    )
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        read = client.get("/api/v1/overview")
+        written = client.put("/api/v1/videos/replica-v1", json={"title": "On the primary"})
+    assert read.status_code == 503
+    assert written.status_code == 201, written.text
+    row = db.execute("SELECT title FROM videos WHERE video_id = 'replica-v1'").fetchone()
+    assert row == ("On the primary",)
