@@ -27,6 +27,8 @@ UVICORN_FLAGS = (
     "--log-level",
     "warning",
     "--no-access-log",
+    # As `vidpulse ingest` runs (ingest/server.py): X-Forwarded-For is the app's business.
+    "--no-proxy-headers",
     "--backlog",
     "4096",
 )

@@ -106,6 +106,7 @@ class Appender:
         self._ttl = dedupe_ttl_seconds
         self._waiting: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inline = False  # a caller's own round trip is in flight
 
     async def append(self, items: list[Item]) -> list[bool]:
         """Append `items`; for each, True when appended, False when a duplicate milestone.
@@ -140,12 +141,28 @@ class Appender:
         return await self.append_batches([batch])
 
     async def append_batches(self, batches: list[Batch]) -> list[bool]:
-        count = sum(len(b.events) for b in batches)
+        count = 0
+        for batch in batches:
+            count += len(batch.events)
         if not count:
             return []
+        if self._flusher is None and not self._inline:
+            # Nothing in flight: this request's round trip goes now, from its own task
+            # (no flusher task, future and wake-up for a lone request); requests that
+            # arrive meanwhile gather for the flusher, started when it is back.
+            self._inline = True
+            try:
+                result = await self._combined(batches)
+            finally:
+                self._inline = False
+                if self._waiting and self._flusher is None:
+                    self._flusher = asyncio.create_task(self._flush())
+            if isinstance(result, Exception):
+                raise result
+            return result
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._waiting.append((batches, count, future))
-        if self._flusher is None:
+        if self._flusher is None and not self._inline:
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
@@ -173,6 +190,14 @@ class Appender:
                         future.set_result(list(chain.from_iterable(mine)))  # type: ignore[arg-type]
         finally:
             self._flusher = None
+
+    async def _combined(self, batches: list[Batch]) -> list[bool] | Exception:
+        """One round trip for all `batches`: their results, or the first error."""
+        results = await self._call(batches)
+        if len(results) == 1:
+            return results[0]
+        error = next((r for r in results if isinstance(r, Exception)), None)
+        return error if error is not None else list(chain.from_iterable(results))  # type: ignore[arg-type]
 
     def _take_group(self) -> list[_Waiter]:
         taken = 0
@@ -272,14 +297,19 @@ class Appender:
         """
         conn = await self._connection()
         try:
-            await conn.send_packed_command(packed, check_health=False)
-            stream = conn._reader
-            if stream is None:
+            if not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            stream, writer = conn._reader, conn._writer
+            if stream is None or writer is None:
                 raise RedisConnectionError("the appender's connection is closed")
             reader = hiredis.Reader(replyError=ResponseError)
             replies: list[Any] = []
             try:
                 async with asyncio.timeout(conn.socket_timeout):
+                    # Written here, not by redis-py's send_packed_command: its own time
+                    # limit (asyncio.wait_for) made a task per round trip.
+                    writer.write(packed)
+                    await writer.drain()
                     while len(replies) < count:
                         data = await stream.read(_READ_SIZE)
                         if not data:

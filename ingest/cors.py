@@ -22,6 +22,54 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+class SimpleCORS:
+    """The headers `CORSMiddleware` adds to a simple (non-preflight) response, without it.
+
+    For a route that builds its own response headers: `extra(origin)` is what Starlette's
+    middleware would append to them (the response carrying no Vary of its own), or None
+    for an Origin that may not post here (the route answers `refusal(origin)`).
+    """
+
+    def __init__(self, cors: CORSMiddleware) -> None:
+        self.cors = cors
+        self._simple = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in cors.simple_headers.items()
+        ]
+        self._any = [*self._simple, (b"vary", b"Origin")]
+
+    def extra(self, origin: bytes | None) -> list[tuple[bytes, bytes]] | None:
+        if origin is None:
+            return VARY_ORIGIN
+        cors = self.cors
+        if cors.allow_all_origins and not cors.allow_credentials:
+            return self._any
+        if not cors.is_allowed_origin(origin.decode("latin-1")):
+            return None
+        # The origin itself, replacing a "*" in place as Starlette's MutableHeaders does.
+        allow = (b"access-control-allow-origin", origin)
+        explicit = [allow if n == allow[0] else (n, v) for n, v in self._simple]
+        if allow not in explicit:
+            explicit.append(allow)
+        return [*explicit, (b"vary", b"Origin")]
+
+
+VARY_ORIGIN = [(b"vary", b"Origin")]
+
+
+def refusal(origin: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The 403 body and headers for a POST from an origin that may not post here."""
+    error = f"origin {origin[:200]!r} may not post here (VIDPULSE_CORS_ORIGINS)"
+    body = orjson.dumps({"error": error})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"vary", b"Origin"),
+        (b"connection", b"close"),
+    ]
+    return body, headers
+
+
 class LeanCORSMiddleware:
     """Behaves as `CORSMiddleware(app, **options)`; faster for requests without Origin."""
 
@@ -55,13 +103,6 @@ class LeanCORSMiddleware:
         await self.app(scope, receive, send_varying_on_origin)
 
     async def _refuse(self, origin: str, send: Send) -> None:
-        error = f"origin {origin[:200]!r} may not post here (VIDPULSE_CORS_ORIGINS)"
-        body = orjson.dumps({"error": error})
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"vary", b"Origin"),
-            (b"connection", b"close"),
-        ]
+        body, headers = refusal(origin)
         await send({"type": "http.response.start", "status": 403, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -152,15 +152,23 @@ def edge_rules(settings: Settings) -> EdgeRules:
 
 
 async def send_json(
-    send: Send, status: int, content: Any, headers: dict[str, str] | None = None
+    send: Send,
+    status: int,
+    content: Any,
+    headers: dict[str, str] | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """Send a whole JSON response (an empty body when `content` is None)."""
+    """Send a whole JSON response (an empty body when `content` is None); `extra`:
+    raw headers to end the header list with."""
     body = b"" if content is None else orjson.dumps(content)
     raw_headers = [(b"content-length", str(len(body)).encode())]
     if content is not None:
         raw_headers.append((b"content-type", b"application/json"))
-    for name, value in (headers or {}).items():
-        raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    if headers:
+        for name, value in headers.items():
+            raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    if extra:
+        raw_headers += extra
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
 
