@@ -62,6 +62,37 @@ _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 _BULK_HEADS = [b"$%d\r\n" % n for n in range(4096)]
 
 
+async def exchange(conn: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    """Write `packed` on `conn` and read `count` replies (error replies as exceptions, in
+    place), within the connection's socket timeout.
+
+    Written here, not by redis-py's send_packed_command: its own time limit
+    (asyncio.wait_for) made a task per round trip. On any error the caller must not
+    reuse the connection: a reply may still be on its way.
+    """
+    if not conn.is_connected:
+        await conn.connect()  # type: ignore[no-untyped-call]
+    stream, writer = conn._reader, conn._writer
+    if stream is None or writer is None:
+        raise RedisConnectionError("the appender's connection is closed")
+    reader = hiredis.Reader(replyError=ResponseError)
+    replies: list[Any] = []
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            writer.write(packed)
+            await writer.drain()
+            while len(replies) < count:
+                data = await stream.read(_READ_SIZE)
+                if not data:
+                    raise RedisConnectionError("Redis closed the connection mid-reply")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    replies.append(reply)
+    except TimeoutError:
+        raise RedisTimeoutError("Redis did not answer the append in time") from None
+    return replies
+
+
 class Backpressure(Exception):
     """The stream's backlog is over its mark: clients should retry later."""
 
@@ -297,29 +328,7 @@ class Appender:
         """
         conn = await self._connection()
         try:
-            if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]
-            stream, writer = conn._reader, conn._writer
-            if stream is None or writer is None:
-                raise RedisConnectionError("the appender's connection is closed")
-            reader = hiredis.Reader(replyError=ResponseError)
-            replies: list[Any] = []
-            try:
-                async with asyncio.timeout(conn.socket_timeout):
-                    # Written here, not by redis-py's send_packed_command: its own time
-                    # limit (asyncio.wait_for) made a task per round trip.
-                    writer.write(packed)
-                    await writer.drain()
-                    while len(replies) < count:
-                        data = await stream.read(_READ_SIZE)
-                        if not data:
-                            raise RedisConnectionError("Redis closed the connection mid-reply")
-                        reader.feed(data)
-                        while (reply := reader.gets()) is not False:
-                            replies.append(reply)
-            except TimeoutError:
-                raise RedisTimeoutError("Redis did not answer the append in time") from None
-            return replies
+            return await exchange(conn, packed, count)
         except BaseException:
             # A reply may still be on its way: this connection is done with.
             self._conn = None

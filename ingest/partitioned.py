@@ -27,22 +27,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import hiredis
 import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ingest.appender import _MILESTONE_LUA, Appender, Backpressure, Batch, _pack
+from ingest.appender import _MILESTONE_LUA, Appender, Backpressure, Batch, _pack, exchange
 from vidpulse.keys import Keys, partition_of_bytes
 from vidpulse.redisclient import cluster_of
 
 log = structlog.get_logger("vidpulse.ingest")
-
-_READ_SIZE = 1 << 16
 
 
 class ReplicasBehind(RedisError):
@@ -295,24 +291,7 @@ class PartitionedAppender(Appender):
         link = await self._link(name)
         conn = link.conn
         try:
-            await conn.send_packed_command(packed, check_health=False)
-            stream = conn._reader
-            if stream is None:
-                raise RedisConnectionError("the appender's connection is closed")
-            reader = hiredis.Reader(replyError=ResponseError)
-            replies: list[Any] = []
-            try:
-                async with asyncio.timeout(conn.socket_timeout):
-                    while len(replies) < count:
-                        data = await stream.read(_READ_SIZE)
-                        if not data:
-                            raise RedisConnectionError("Redis closed the connection mid-reply")
-                        reader.feed(data)
-                        while (reply := reader.gets()) is not False:
-                            replies.append(reply)
-            except TimeoutError:
-                raise RedisTimeoutError("Redis did not answer the append in time") from None
-            return replies
+            return await exchange(conn, packed, count)
         except BaseException:
             await self._drop(name)  # a reply may still be on its way: done with
             raise
