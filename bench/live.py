@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.audience import REFERRERS, USER_AGENTS
+from tools.audience import REFERRERS, USER_AGENTS, zipf_cumulative
 from vidpulse.events import MAX_PAST_MS
 
 BEACON_MS = 15_000  # the tracker's progress period, media seconds at rate 1
@@ -108,7 +108,7 @@ class LiveTraffic:
         self.start_ms = start_ms
         self.long_only = long_only
         self.durations = lesson_catalogue()
-        self.video_cum = _zipf_cumulative(len(self.durations), 0.9)
+        self.video_cum = zipf_cumulative(len(self.durations), 0.9)
         self.made = 0
         self.lengths: list[int] = []  # beacons of every session started
         self.offsets = [self.rng.randrange(BEACON_MS) for _ in range(slots)]
@@ -253,12 +253,3 @@ def length_summary(lengths: list[int]) -> dict[str, Any]:
         "max": ordered[-1],
         "share_240": round(sum(1 for n in ordered if n == MAX_BEACONS) / len(ordered), 3),
     }
-
-
-def _zipf_cumulative(n: int, s: float) -> list[float]:
-    total = 0.0
-    out: list[float] = []
-    for k in range(1, n + 1):
-        total += 1.0 / k**s
-        out.append(total)
-    return out

@@ -118,8 +118,8 @@ def generate_audience(
     if videos < 1 or viewers < 1 or sessions < 0:
         raise ValueError("videos and viewers must be positive, sessions not negative")
     catalog = catalogue(videos)
-    video_cum = _zipf_cumulative(videos, 1.0)
-    viewer_cum = _zipf_cumulative(viewers, 0.6)
+    video_cum = zipf_cumulative(videos, 1.0)
+    viewer_cum = zipf_cumulative(viewers, 0.6)
     # (viewer, video) -> (end position, end ts) of its latest session so far
     history: dict[tuple[int, int], tuple[float, int]] = {}
     pairs: list[tuple[int, int]] = []
@@ -195,7 +195,8 @@ def flatten(sessions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return list(heapq.merge(*sessions, key=lambda e: e["ts"]))
 
 
-def _zipf_cumulative(n: int, s: float) -> list[float]:
+def zipf_cumulative(n: int, s: float) -> list[float]:
+    """Cumulative weights of ranks 1..n under Zipf's law with exponent `s`."""
     total = 0.0
     out: list[float] = []
     for k in range(1, n + 1):
