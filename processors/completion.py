@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from processors import intervals
+from processors import arrays, intervals
 from processors.intervals import Range
 from processors.store import Latest, array_literal
 from vidpulse.settings import Settings
@@ -39,10 +39,10 @@ _HUNDRED = Decimal(100)
 
 _SAVE_PLAYED = """
 INSERT INTO progress_played (session_id, ts, ranges)
-SELECT s, t, r::float8[] FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS u(s, t, r)
+SELECT s, t, r::float8[] FROM unnest(%t::text[], %t::bigint[], %t::text[]) AS u(s, t, r)
 """
 _LOAD_PLAYED = """
-SELECT session_id, ts, ranges FROM progress_played WHERE session_id = ANY(%b::text[])
+SELECT session_id, ts, ranges FROM progress_played WHERE session_id = ANY(%t::text[])
 """
 
 
@@ -181,7 +181,9 @@ def place(
 ) -> None:
     """Recompute completed_at from all the sessions' ranges (stored ones and new ones)."""
     history: defaultdict[str, Played] = defaultdict(list)
-    for session_id, ts, ranges in conn.execute(_LOAD_PLAYED, (list(states),)):
+    for session_id, ts, ranges in conn.execute(
+        _LOAD_PLAYED, (arrays.literal(list(states), "text"),)
+    ):
         history[session_id].append((ts, intervals.unflat(ranges)))
     for session_id, state in states.items():
         played = history[session_id] + new_played[session_id]
@@ -200,9 +202,9 @@ def save_played(conn: psycopg.Connection[Any], rows: list[tuple[str, int, list[R
         conn.execute(
             _SAVE_PLAYED,
             (
-                [s for s, _, _ in rows],
-                [ts for _, ts, _ in rows],
-                [array_literal(intervals.flat(r)) for _, _, r in rows],
+                arrays.literal([s for s, _, _ in rows], "text"),
+                arrays.literal([ts for _, ts, _ in rows], "bigint"),
+                arrays.literal([array_literal(intervals.flat(r)) for _, _, r in rows], "text"),
             ),
         )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from processors import intervals, sessions, store
+from processors import arrays, intervals, sessions, store
 from processors.base import Entry, keyed
 from processors.intervals import Range
 from processors.sessions import Binding, Credit
@@ -37,12 +37,13 @@ from vidpulse.settings import Settings
 # recording.
 MAX_MEDIA_SECONDS = 2 * 24 * 3600
 
+_COUNTER_TYPES = ("text", "integer", "integer", "bigint", "bigint", "bigint")
 _ADD_COUNTERS = """
 INSERT INTO video_heatmap AS t
     (video_id, segment_start, segment_end, views, watch_seconds, drop_offs)
 SELECT v, s, e, n, ms / 1000.0, d
-FROM unnest(%b::text[], %b::integer[], %b::integer[], %b::bigint[], %b::bigint[],
-            %b::bigint[]) AS u(v, s, e, n, ms, d)
+FROM unnest(%t::text[], %t::integer[], %t::integer[], %t::bigint[], %t::bigint[],
+            %t::bigint[]) AS u(v, s, e, n, ms, d)
 ORDER BY 1, 2
 ON CONFLICT (video_id, segment_start) DO UPDATE
 SET views = t.views + excluded.views,
@@ -123,7 +124,7 @@ def fold(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Se
         batch.refused += fold_session(batch.states[key], group, counters, size)
     rows = counters.rows(size)
     if rows:
-        conn.execute(_ADD_COUNTERS, store.columns(rows, 6))
+        conn.execute(_ADD_COUNTERS, arrays.params(store.columns(rows, 6), _COUNTER_TYPES))
 
 
 def fold_session(state: SessionState, entries: list[Entry], counters: Counters, size: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from processors import intervals, sessions, store
+from processors import arrays, intervals, sessions, store
 from processors.base import Entry, keyed
 from processors.sessions import Binding, Credit
 from processors.store import Batch, Field, Store
@@ -49,13 +49,14 @@ COUNTERS = (
 
 _ADD_MEMBERS = """
 INSERT INTO metrics_members (video_id, kind, member)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ORDER BY 1, 2, 3
+SELECT * FROM unnest(%t::text[], %t::text[], %t::text[]) ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
 RETURNING video_id, kind
 """
+_DAILY_MEMBER_TYPES = ("text", "date", "text", "text")
 _ADD_DAILY_MEMBERS = """
 INSERT INTO metrics_daily_members (video_id, day, kind, member)
-SELECT * FROM unnest(%b::text[], %b::date[], %b::text[], %b::text[]) ORDER BY 1, 2, 3, 4
+SELECT * FROM unnest(%t::text[], %b::date[], %t::text[], %t::text[]) ORDER BY 1, 2, 3, 4
 ON CONFLICT DO NOTHING
 RETURNING video_id, day, kind
 """
@@ -67,16 +68,21 @@ def _upsert(
 ) -> str:
     """Add deltas to the counter rows; only `counters` of COUNTERS (the others add 0)."""
     columns = (*keys, *counters, "watch_seconds", "first_event_at", "last_event_at")
-    types = (*key_types, *["bigint"] * len(counters), "numeric", "timestamptz", "timestamptz")
+    types = _types(key_types, counters)
     sets = [f"{c} = t.{c} + excluded.{c}" for c in (*counters, "watch_seconds")]
     sets.append("first_event_at = least(t.first_event_at, excluded.first_event_at)")
     sets.append("last_event_at = greatest(t.last_event_at, excluded.last_event_at)")
     return (
         f"INSERT INTO {table} AS t ({', '.join(columns)})\n"
-        f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) AS u\n"
+        f"SELECT * FROM unnest({', '.join(map(arrays.placeholder, types))}) AS u\n"
         f"ORDER BY {', '.join(str(i + 1) for i in range(len(keys)))}\n"
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
     )
+
+
+def _types(key_types: tuple[str, ...], counters: tuple[str, ...]) -> tuple[str, ...]:
+    """The SQL types of the columns of `_upsert`'s rows."""
+    return (*key_types, *["bigint"] * len(counters), "numeric", "timestamptz", "timestamptz")
 
 
 _TOTALS = ("video_metrics", ("video_id",), ("text",))
@@ -243,11 +249,15 @@ def add(conn: psycopg.Connection[Any], batch: Deltas) -> None:
 
     rows = sorted(batch.members)
     if rows:
-        for video_id, kind in conn.execute(_ADD_MEMBERS, store.columns(rows, 3)):
+        for video_id, kind in conn.execute(
+            _ADD_MEMBERS, arrays.params(store.columns(rows, 3), ("text",) * 3)
+        ):
             totals[video_id].counts[DISTINCT[kind]] += 1
     daily_rows = sorted(batch.daily_members)
     if daily_rows:
-        for video_id, day, kind in conn.execute(_ADD_DAILY_MEMBERS, store.columns(daily_rows, 4)):
+        for video_id, day, kind in conn.execute(
+            _ADD_DAILY_MEMBERS, arrays.params(store.columns(daily_rows, 4), _DAILY_MEMBER_TYPES)
+        ):
             daily[(video_id, day)].counts[DISTINCT[kind]] += 1
 
     _add_counters(conn, _TOTALS, {(video_id,): d for video_id, d in totals.items()})
@@ -265,7 +275,8 @@ def _add_counters(
     moved = {c for d in deltas.values() for c, n in d.counts.items() if n}
     counters = tuple(c for c in COUNTERS if c in moved)
     rows = [(*key, *deltas[key].values(counters)) for key in sorted(deltas)]
-    conn.execute(_upsert(*table, counters), store.columns(rows, len(rows[0])))
+    types = _types(table[2], counters)
+    conn.execute(_upsert(*table, counters), arrays.params(store.columns(rows, len(rows[0])), types))
 
 
 def purge(conn: psycopg.Connection[Any], settings: Settings) -> int:

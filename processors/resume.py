@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from processors import arrays, store
 from processors.completion import percent
 from processors.store import EventKey, Latest, at, ms
 
@@ -28,31 +29,34 @@ PairKey = tuple[str, str]  # (viewer_id, video_id)
 
 _LOCK_PAIRS = """
 INSERT INTO video_watch_progress (viewer_id, video_id)
-SELECT v, w FROM unnest(%b::text[], %b::text[]) AS u(v, w) ORDER BY 1, 2
+SELECT v, w FROM unnest(%t::text[], %t::text[]) AS u(v, w) ORDER BY 1, 2
 ON CONFLICT (viewer_id, video_id) DO UPDATE SET viewer_id = excluded.viewer_id WHERE false
 """
-# The pairs' sessions, looked up pair by pair in the (viewer_id, video_id) index
-# (OFFSET 0 keeps the planner from turning the lookups into a scan of the table).
+# The pairs' other sessions, looked up pair by pair in the (viewer_id, video_id) index
+# (OFFSET 0 keeps the planner from turning the lookups into a scan of the table); `own`
+# is a session of the pair in the batch, which is not read back.
 _LOAD_SESSIONS = """
 SELECT s.*
-FROM unnest(%b::text[], %b::text[]) AS u(viewer_id, video_id)
+FROM unnest(%t::text[], %t::text[], %t::text[]) AS u(viewer_id, video_id, own)
 CROSS JOIN LATERAL (
     SELECT session_id, viewer_id, video_id, position_s, position_ts, position_order,
            duration_s, duration_ts, duration_order, course_id, course_ts, course_order,
            lesson_id, lesson_ts, lesson_order, first_ts, last_ts, completed_at
     FROM progress_sessions p
-    WHERE p.viewer_id = u.viewer_id AND p.video_id = u.video_id
+    WHERE p.viewer_id = u.viewer_id AND p.video_id = u.video_id AND p.session_id <> u.own
     OFFSET 0
 ) s
 """
+_PAIR_TYPES = ("text", "text", "float8", "float8", "numeric", "boolean", "timestamptz",
+               "timestamptz", "timestamptz", "text", "text")  # fmt: skip
 _SAVE_PAIRS = """
 UPDATE video_watch_progress p
 SET position_s = u.position_s, duration_s = u.duration_s, progress_pct = u.progress_pct,
     completed = u.completed, completed_at = u.completed_at,
     first_watched_at = u.first_watched_at, last_watched_at = u.last_watched_at,
     course_id = u.course_id, lesson_id = u.lesson_id
-FROM unnest(%b::text[], %b::text[], %b::float8[], %b::float8[], %b::numeric[], %b::boolean[],
-            %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[])
+FROM unnest(%t::text[], %t::text[], %b::float8[], %b::float8[], %t::numeric[], %t::boolean[],
+            %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %t::text[], %t::text[])
      AS u(viewer_id, video_id, position_s, duration_s, progress_pct, completed, completed_at,
           first_watched_at, last_watched_at, course_id, lesson_id)
 WHERE p.viewer_id = u.viewer_id AND p.video_id = u.video_id
@@ -120,17 +124,21 @@ def _key(ts: int | None, order: Any) -> EventKey | None:
 def update(conn: psycopg.Connection[Any], states: Mapping[str, SessionState]) -> None:
     """Recompute the resume rows of the pairs the sessions `states` are bound to."""
     by_pair: defaultdict[PairKey, list[SessionState]] = defaultdict(list)
-    for state in states.values():
+    own: dict[PairKey, str] = {}  # a session of the pair in the batch
+    for session_id, state in states.items():
         pair = state.pair
         if pair is not None:
             by_pair[pair].append(state)
+            own.setdefault(pair, session_id)
     if not by_pair:
         return
     pairs = sorted(by_pair)
-    viewers, videos = [p[0] for p in pairs], [p[1] for p in pairs]
+    viewers = arrays.literal([p[0] for p in pairs], "text")
+    videos = arrays.literal([p[1] for p in pairs], "text")
     conn.execute(_LOCK_PAIRS, (viewers, videos))
+    owns = arrays.literal([own[p] for p in pairs], "text")
     others: defaultdict[PairKey, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in conn.execute(_LOAD_SESSIONS, (viewers, videos)):
+    for row in conn.execute(_LOAD_SESSIONS, (viewers, videos, owns)):
         if row[0] not in states:  # the batch's own sessions are taken as saved
             others[(row[1], row[2])].append(row)
     rows = []
@@ -166,7 +174,7 @@ def update(conn: psycopg.Connection[Any], states: Mapping[str, SessionState]) ->
                 ms(completed),
             )
         rows.append(resume.row(pair))
-    conn.execute(_SAVE_PAIRS, [list(column) for column in zip(*rows, strict=True)])
+    conn.execute(_SAVE_PAIRS, arrays.params(store.columns(rows, len(_PAIR_TYPES)), _PAIR_TYPES))
 
 
 def _row(

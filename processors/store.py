@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 
+from processors import arrays
+
 if TYPE_CHECKING:
     from processors.base import Entry
 
@@ -218,15 +220,19 @@ class Store(Generic[S]):
         # false` leaves existing rows unchanged, but ON CONFLICT DO UPDATE locks them.
         self._lock = (
             f"INSERT INTO {table} ({', '.join(n for n, _ in inserted)})\n"
-            f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _, t in inserted)}) ORDER BY 1\n"
+            f"SELECT * FROM unnest({', '.join(arrays.placeholder(t) for _, t in inserted)})\n"
+            "ORDER BY 1\n"
             f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key} WHERE false"
         )
         names = [n for f in self.loaded for n, _ in f.columns]
         self._columns = [c for f in self.saved for c in f.columns]
+        # How each saved column travels (array columns as text literals, see save).
+        self._types = ["text" if t.endswith("[]") else t for _, t in self._columns]
         # The saved columns that are not read are read too, to tell which columns a
         # batch changed (see save).
         names += [n for n, _ in self._columns if n not in names]
-        self._load = f"SELECT {key}, {', '.join(names)} FROM {table} WHERE {key} = ANY(%b::text[])"
+        self._load = f"SELECT {key}, {', '.join(names)} FROM {table} WHERE {key} = ANY(%t::text[])"
+        self._inserted_types = [t for _, t in inserted]
         # Where each saved column is in a loaded row; None: compared by value never
         # (an array, sent as a text literal).
         self._before = [None if t.endswith("[]") else 1 + names.index(n) for n, t in self._columns]
@@ -251,7 +257,9 @@ class Store(Generic[S]):
             sets = ", ".join(
                 f"{n} = u.{n}::{t}" if t.endswith("[]") else f"{n} = u.{n}" for n, t in columns[1:]
             )
-            params = ", ".join(f"%b::{'text' if t.endswith('[]') else t}[]" for _, t in columns)
+            params = ", ".join(
+                arrays.placeholder("text" if t.endswith("[]") else t) for _, t in columns
+            )
             statement = self._saves[changed] = (
                 f"UPDATE {self.table} t SET {sets}\n"
                 f"FROM unnest({params}) AS u({', '.join(n for n, _ in columns)})\n"
@@ -266,8 +274,8 @@ class Store(Generic[S]):
         if self.create is not None:
             rows = [self.create(group[0]) for group in groups.values()]
             values += [list(c) for c in zip(*rows, strict=True)]
-        conn.execute(self._lock, values)
-        rows = conn.execute(self._load, (keys,)).fetchall()
+        conn.execute(self._lock, list(map(arrays.param, values, self._inserted_types)))
+        rows = conn.execute(self._load, (arrays.literal(keys, "text"),)).fetchall()
         if not rows:
             return States()
         columns = list(zip(*rows, strict=True))
@@ -302,7 +310,9 @@ class Store(Generic[S]):
         else:
             changed = tuple(range(len(columns)))
         if changed:
-            conn.execute(self._save_statement(changed), [keys, *(columns[n] for n in changed)])
+            params = [arrays.literal(keys, "text")]
+            params += [arrays.param(columns[n], self._types[n]) for n in changed]
+            conn.execute(self._save_statement(changed), params)
 
 
 class States(dict[str, S]):
