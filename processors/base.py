@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from processors.store import Batch, Store, count_refused, group
+from processors.store import Batch, States, Store, count_refused, group
 from vidpulse.agents import classify
 from vidpulse.events import Event
 from vidpulse.settings import Settings
@@ -91,7 +91,7 @@ class KeyedApply:
         self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
     ) -> None:
         groups = group(entries)
-        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else {})
+        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else States())
         self.fold(conn, batch, settings)
         self.store.save(conn, batch.states)
         if self.settle is not None:

@@ -23,11 +23,13 @@ being the greatest (event time, stream order) (see processors/sessions.py);
 from __future__ import annotations
 
 import inspect
-from collections import defaultdict
+import threading
+import weakref
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
@@ -188,7 +190,7 @@ class Batch(Generic[S]):
 
     entries: Sequence[Entry]
     groups: dict[str, list[Entry]]
-    states: dict[str, S]
+    states: States[S]
     refused: int = 0
 
 
@@ -231,22 +233,36 @@ class Store(Generic[S]):
         # The saved columns that are not read are read too, to tell which columns a
         # batch changed (see save).
         names += [n for n, _ in self._columns if n not in names]
-        self._load = f"SELECT {key}, {', '.join(names)} FROM {table} WHERE {key} = ANY(%t::text[])"
+        # The rows of the keys whose state is not cached, or was changed since (their
+        # row version, xmin, is not the one cached): `v` is the cached version or NULL.
+        self._load = (
+            f"SELECT t.{key}, t.xmin::text::bigint, {', '.join(f't.{n}' for n in names)}\n"
+            f"FROM unnest(%t::text[], %t::bigint[]) AS u(k, v) JOIN {table} t ON t.{key} = u.k\n"
+            "WHERE u.v IS DISTINCT FROM t.xmin::text::bigint"
+        )
         self._inserted_types = [t for _, t in inserted]
         # Where each saved column is in a loaded row; None: compared by value never
         # (an array, sent as a text literal).
-        self._before = [None if t.endswith("[]") else 1 + names.index(n) for n, t in self._columns]
+        self._before = [None if t.endswith("[]") else 2 + names.index(n) for n, t in self._columns]
+        picks = [0 if at is None else at for at in self._before]
+        self._pick_before: Callable[[Sequence[Any]], tuple[Any, ...]] = (
+            itemgetter(*picks) if len(picks) > 1 else lambda row: (row[picks[0]],)
+        )
         # States are made from their attributes in the order of `fields` (positionally).
         parameters = list(inspect.signature(make).parameters)
         if parameters[: len(self.loaded)] != [f.attr for f in self.loaded]:
             raise ValueError(f"{table}: fields must list the state's attributes in order")
         self._spans: list[tuple[int, int, Callable[..., Sequence[Any]] | None]] = []
-        at = 1
+        at = 2
         for f in self.loaded:
             self._spans.append((at, at + len(f.columns), f.load))
             at += len(f.columns)
         self._dumps = [(f.attr, f.dump) for f in self.saved]
         self._saves: dict[tuple[int, ...], str] = {}
+        self._caches: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Cache[S]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._caches_lock = threading.Lock()
 
     def _save_statement(self, changed: tuple[int, ...]) -> str:
         """UPDATE ... FROM unnest(...) of the saved columns numbered `changed`."""
@@ -260,34 +276,60 @@ class Store(Generic[S]):
             params = ", ".join(
                 arrays.placeholder("text" if t.endswith("[]") else t) for _, t in columns
             )
+            # Answers with the transaction's id: the version (xmin) the rows now have.
             statement = self._saves[changed] = (
-                f"UPDATE {self.table} t SET {sets}\n"
+                f"WITH saved AS (UPDATE {self.table} t SET {sets}\n"
                 f"FROM unnest({params}) AS u({', '.join(n for n, _ in columns)})\n"
-                f"WHERE t.{self.key} = u.{self.key}"
+                f"WHERE t.{self.key} = u.{self.key})\n"
+                "SELECT pg_current_xact_id()::xid::text::bigint"
             )
         return statement
 
+    def cache(self, conn: psycopg.Connection[Any]) -> _Cache[S]:
+        """The states this store keeps for `conn` between batches (see _Cache)."""
+        with self._caches_lock:
+            cache = self._caches.get(conn)
+            if cache is None:
+                cache = self._caches[conn] = _Cache()
+            return cache
+
     def load(self, conn: psycopg.Connection[Any], groups: Mapping[str, list[Entry]]) -> States[S]:
-        """Create, lock (in key order) and read the rows of the keys of `groups`."""
+        """Create, lock (in key order) and read the states of the keys of `groups`.
+
+        A state the cache holds at the version its row still has is taken from the
+        cache; the others are read from their rows.
+        """
         keys = list(groups)
         values: list[list[Any]] = [keys]
         if self.create is not None:
             rows = [self.create(group[0]) for group in groups.values()]
             values += [list(c) for c in zip(*rows, strict=True)]
+        cache = self.cache(conn)
+        taken = cache.take(keys)
         conn.execute(self._lock, list(map(arrays.param, values, self._inserted_types)))
-        rows = conn.execute(self._load, (arrays.literal(keys, "text"),)).fetchall()
+        versions = [None if (c := taken.get(k)) is None else c[0] for k in keys]
+        params = (arrays.literal(keys, "text"), arrays.literal(versions, "bigint"))
+        rows = conn.execute(self._load, params).fetchall()
+        states: States[S] = States()
+        for key, (version, state, before) in taken.items():
+            states[key] = state
+            states.versions[key] = version
+            states.before[key] = before
         if not rows:
-            return States()
+            return states
         columns = list(zip(*rows, strict=True))
         attributes = [
             columns[i] if load is None else load(*columns[i:j]) for i, j, load in self._spans
         ]
-        states = States(zip(columns[0], map(self.make, *attributes), strict=True))
-        states.before = columns
+        if taken:
+            cache.stale += sum(1 for key in columns[0] if key in taken)
+        states.update(zip(columns[0], map(self.make, *attributes), strict=True))
+        states.versions.update(zip(columns[0], columns[1], strict=True))
+        states.before.update(zip(columns[0], map(self._pick_before, rows), strict=True))
         return states
 
-    def save(self, conn: psycopg.Connection[Any], states: Mapping[str, S]) -> None:
-        """Write the states back (their rows are locked since `load`).
+    def save(self, conn: psycopg.Connection[Any], states: States[S]) -> None:
+        """Write the states back (their rows are locked since `load`), then cache them.
 
         Only the columns whose values changed in some row are written: the others
         hold what was read, since the rows are locked.
@@ -300,25 +342,79 @@ class Store(Generic[S]):
         for attr, dump in self._dumps:
             column = values if attr is None else list(map(attrgetter(attr), values))
             columns.extend([column] if dump is None else dump(column))
-        before = getattr(states, "before", None)
-        if before is not None and before[0] == tuple(keys):
-            changed = tuple(
-                n
-                for n, (column, at) in enumerate(zip(columns, self._before, strict=True))
-                if at is None or before[at] != tuple(column)
-            )
-        else:
-            changed = tuple(range(len(columns)))
+        before = list(zip(*map(states.before.__getitem__, keys), strict=True))
+        changed = tuple(
+            n
+            for n, (column, at) in enumerate(zip(columns, self._before, strict=True))
+            if at is None or before[n] != tuple(column)
+        )
+        versions: list[int | None]
         if changed:
             params = [arrays.literal(keys, "text")]
             params += [arrays.param(columns[n], self._types[n]) for n in changed]
-            conn.execute(self._save_statement(changed), params)
+            row = conn.execute(self._save_statement(changed), params).fetchone()
+            versions = [None if row is None else row[0]] * len(keys)
+        else:
+            versions = list(map(states.versions.__getitem__, keys))
+        self.cache(conn).put(keys, versions, values, zip(*columns, strict=True))
+
+
+# How many states a store keeps per connection between batches (about 1-3 KB each).
+CACHE_KEYS = 50_000
+
+
+class _Cache(Generic[S]):
+    """States kept between batches, with the row version (xmin) each was saved at.
+
+    Like a caching state store: a key's next batch takes its state from here instead
+    of reading and decoding its row, when the row is still at the version cached (a
+    row another consumer or a statement changed since has another xmin, and is read
+    again). `take` removes what it gives out, so a batch that fails leaves nothing
+    behind it may have changed; `save` puts the states back once their rows are
+    written. One cache per connection: a new connection (after the database was lost,
+    or failed over) starts empty. The least recently saved states go first past
+    CACHE_KEYS.
+    """
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[str, tuple[int, S, tuple[Any, ...]]] = OrderedDict()
+        self.hits = 0  # keys whose state was cached, when a batch asked for them
+        self.misses = 0  # keys whose state was not
+        self.stale = 0  # hits whose row had changed since: read again
+
+    def take(self, keys: Sequence[str]) -> dict[str, tuple[int, S, tuple[Any, ...]]]:
+        pop = self._states.pop
+        taken = {k: v for k in keys if (v := pop(k, None)) is not None}
+        self.hits += len(taken)
+        self.misses += len(keys) - len(taken)
+        return taken
+
+    def put(
+        self,
+        keys: Sequence[str],
+        versions: Sequence[int | None],
+        states: Sequence[S],
+        before: Iterable[tuple[Any, ...]],
+    ) -> None:
+        cache = self._states
+        for key, version, state, row in zip(keys, versions, states, before, strict=True):
+            if version is not None:
+                cache[key] = (version, state, row)
+        while len(cache) > CACHE_KEYS:
+            cache.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._states)
 
 
 class States(dict[str, S]):
-    """The states a store loaded, by key, with the columns they were read from."""
+    """The states a store loaded, by key; with, per key, the row's version and the values
+    its saved columns had (what `save` compares with)."""
 
-    before: list[tuple[Any, ...]] | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str, int] = {}
+        self.before: dict[str, tuple[Any, ...]] = {}
 
 
 def group(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
