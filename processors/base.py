@@ -91,9 +91,10 @@ class KeyedApply:
         self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
     ) -> None:
         groups = group(entries)
-        batch = Batch(entries, groups, self.store.load(conn, groups) if groups else States())
+        cache = self.store.cache(conn, settings.state_cache_sessions)
+        batch = Batch(entries, groups, self.store.load(conn, groups, cache) if groups else States())
         self.fold(conn, batch, settings)
-        self.store.save(conn, batch.states)
+        self.store.save(conn, batch.states, cache)
         if self.settle is not None:
             self.settle(conn, batch, settings)
         count_refused(conn, self.name, batch.refused)

@@ -285,15 +285,23 @@ class Store(Generic[S]):
             )
         return statement
 
-    def cache(self, conn: psycopg.Connection[Any]) -> _Cache[S]:
-        """The states this store keeps for `conn` between batches (see _Cache)."""
+    def cache(self, conn: psycopg.Connection[Any], limit: int | None = None) -> _Cache[S]:
+        """The states this store keeps for `conn` between batches (see _Cache), at most
+        `limit` of them from now on (None: as before)."""
         with self._caches_lock:
             cache = self._caches.get(conn)
             if cache is None:
                 cache = self._caches[conn] = _Cache()
-            return cache
+        if limit is not None:
+            cache.limit = limit
+        return cache
 
-    def load(self, conn: psycopg.Connection[Any], groups: Mapping[str, list[Entry]]) -> States[S]:
+    def load(
+        self,
+        conn: psycopg.Connection[Any],
+        groups: Mapping[str, list[Entry]],
+        cache: _Cache[S] | None = None,
+    ) -> States[S]:
         """Create, lock (in key order) and read the states of the keys of `groups`.
 
         A state the cache holds at the version its row still has is taken from the
@@ -304,7 +312,7 @@ class Store(Generic[S]):
         if self.create is not None:
             rows = [self.create(group[0]) for group in groups.values()]
             values += [list(c) for c in zip(*rows, strict=True)]
-        cache = self.cache(conn)
+        cache = self.cache(conn) if cache is None else cache
         taken = cache.take(keys)
         conn.execute(self._lock, list(map(arrays.param, values, self._inserted_types)))
         versions = [None if (c := taken.get(k)) is None else c[0] for k in keys]
@@ -328,7 +336,9 @@ class Store(Generic[S]):
         states.before.update(zip(columns[0], map(self._pick_before, rows), strict=True))
         return states
 
-    def save(self, conn: psycopg.Connection[Any], states: States[S]) -> None:
+    def save(
+        self, conn: psycopg.Connection[Any], states: States[S], cache: _Cache[S] | None = None
+    ) -> None:
         """Write the states back (their rows are locked since `load`), then cache them.
 
         Only the columns whose values changed in some row are written: the others
@@ -356,11 +366,8 @@ class Store(Generic[S]):
             versions = [None if row is None else row[0]] * len(keys)
         else:
             versions = list(map(states.versions.__getitem__, keys))
-        self.cache(conn).put(keys, versions, values, zip(*columns, strict=True))
-
-
-# How many states a store keeps per connection between batches (about 1-3 KB each).
-CACHE_KEYS = 50_000
+        cache = self.cache(conn) if cache is None else cache
+        cache.put(keys, versions, values, zip(*columns, strict=True))
 
 
 class _Cache(Generic[S]):
@@ -372,11 +379,12 @@ class _Cache(Generic[S]):
     again). `take` removes what it gives out, so a batch that fails leaves nothing
     behind it may have changed; `save` puts the states back once their rows are
     written. One cache per connection: a new connection (after the database was lost,
-    or failed over) starts empty. The least recently saved states go first past
-    CACHE_KEYS.
+    or failed over) starts empty. Past `limit` states (VIDPULSE_STATE_CACHE_SESSIONS),
+    the least recently saved go first.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
         self._states: OrderedDict[str, tuple[int, S, tuple[Any, ...]]] = OrderedDict()
         self.hits = 0  # keys whose state was cached, when a batch asked for them
         self.misses = 0  # keys whose state was not
@@ -400,7 +408,7 @@ class _Cache(Generic[S]):
         for key, version, state, row in zip(keys, versions, states, before, strict=True):
             if version is not None:
                 cache[key] = (version, state, row)
-        while len(cache) > CACHE_KEYS:
+        while len(cache) > self.limit:
             cache.popitem(last=False)
 
     def __len__(self) -> int:

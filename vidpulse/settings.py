@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         le=5000,
         description="after a partial batch, how long a processor waits before reading again",
     )
+    state_cache_sessions: int = Field(
+        100_000,
+        ge=0,
+        description="sessions whose state a processor keeps in memory between batches",
+    )
     applied_retention_days: int = Field(8, ge=7)
     shutdown_grace_seconds: float = Field(5.0, gt=0)
 

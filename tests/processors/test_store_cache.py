@@ -138,3 +138,17 @@ def test_the_runtime_commits_its_batches_so_its_cache_stays_valid(
     assert db.execute(
         "SELECT count(*) FROM progress_sessions WHERE watch_seconds = 30"
     ).fetchone() == (10,)
+
+
+def test_the_cache_keeps_at_most_the_configured_sessions(
+    make_settings: Any, db: psycopg.Connection[Any], two: Any
+) -> None:
+    settings = make_settings(state_cache_sessions=5)
+    a, _ = two
+    sessions = [f"s-{i:02d}" for i in range(20)]
+    apply(a, settings, *(entry(1, 0, 10, s) for s in sessions))
+    cache = PROGRESS.store.cache(a)  # type: ignore[union-attr]
+    assert len(cache) == 5
+    apply(a, settings, *(entry(2, 10, 20, s) for s in sessions))
+    assert (cache.hits, cache.stale) == (5, 0)  # the 5 saved last, s-15 to s-19
+    assert all(stored(db, s) == (20, 20, 20.0, [0.0, 20.0]) for s in sessions)
