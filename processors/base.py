@@ -40,6 +40,20 @@ Fold = Callable[[psycopg.Connection[Any], "Batch[Any]", Settings], None]
 
 
 @dataclass(frozen=True)
+class Settle:
+    """What a keyed processor writes from its folded states, besides the states.
+
+    `begin(conn, batch)` runs as soon as the states are loaded, before the fold: it
+    locks and sends for what it will need (its statements run while the fold does);
+    `finish(conn, batch, begun, settings)` runs after the fold, with what `begin`
+    returned.
+    """
+
+    begin: Callable[[psycopg.Connection[Any], Batch[Any]], Any]
+    finish: Callable[[psycopg.Connection[Any], Batch[Any], Any, Settings], None]
+
+
+@dataclass(frozen=True)
 class Processor:
     """A consumer group and the function applying a batch of not-yet-applied events.
 
@@ -73,31 +87,41 @@ class Processor:
 
 @dataclass(frozen=True)
 class KeyedApply:
-    """A keyed processor's `apply`: load, fold, save, settle.
+    """A keyed processor's `apply`: load, fold, settle, save.
 
     Groups the batch's events by session (bots' left out), then `store.load` creates,
-    locks (in session order) and reads every touched session's state; `fold` turns
-    the events into new states and writes the processor's own output tables;
-    `store.save` writes the states back; `settle`, when given, writes what is
-    computed from the saved states; last, the refused events are counted.
+    locks (in session order) and reads every touched session's state; `settle.begin`,
+    when given, locks what it will write; `fold` turns the events into new states and
+    writes the processor's own output tables; `settle.finish` writes what is computed
+    from the folded states; `store.save` writes the states back; last, the refused
+    events are counted.
+
+    It all runs in a pipeline (psycopg's pipeline mode): a statement whose result is
+    not needed at once runs in PostgreSQL while Python goes on with the batch, and
+    only reading a result waits, for every statement sent before it. The saved states
+    go to the store's cache once the pipeline is through.
     """
 
     name: str
     store: Store[Any]
     fold: Fold
-    settle: Fold | None = None
+    settle: Settle | None = None
 
     def __call__(
         self, conn: psycopg.Connection[Any], entries: Sequence[Entry], settings: Settings
     ) -> None:
         groups = group(entries)
         cache = self.store.cache(conn, settings.state_cache_sessions)
-        batch = Batch(entries, groups, self.store.load(conn, groups, cache) if groups else States())
-        self.fold(conn, batch, settings)
-        self.store.save(conn, batch.states, cache)
-        if self.settle is not None:
-            self.settle(conn, batch, settings)
-        count_refused(conn, self.name, batch.refused)
+        with conn.pipeline():
+            states = self.store.load(conn, groups, cache) if groups else States()
+            batch = Batch(entries, groups, states)
+            begun = None if self.settle is None else self.settle.begin(conn, batch)
+            self.fold(conn, batch, settings)
+            if self.settle is not None:
+                self.settle.finish(conn, batch, begun, settings)
+            saved = self.store.save(conn, batch.states, cache)
+            count_refused(conn, self.name, batch.refused)
+        saved.keep()
 
 
 def keyed(
@@ -105,7 +129,7 @@ def keyed(
     store: Store[Any],
     fold: Fold,
     *,
-    settle: Fold | None = None,
+    settle: Settle | None = None,
     purge: Purge | None = None,
     prepare: Prepare | None = None,
 ) -> Processor:

@@ -7,8 +7,8 @@ arrival order: "latest" values (`Latest`) keep the (event time, stream order) th
 came from and give way only to a later one; counts and sums add up; coverage is a
 union. The session rows are a keyed store (processors/store.py): created, locked in
 sorted order, read, folded and written back per batch. `completed_at` is placed by
-processors/completion.py; once the sessions are saved, processors/resume.py
-recomputes the resume rows of their (viewer, video) pairs.
+processors/completion.py; processors/resume.py locks the resume rows of their
+(viewer, video) pairs once they are loaded, and recomputes them once they are folded.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from processors import completion, intervals, resume, sessions, store
-from processors.base import Entry, keyed
+from processors.base import Entry, Settle, keyed
 from processors.completion import Played
 from processors.intervals import Range
 from processors.sessions import Binding, Credit
@@ -208,9 +208,10 @@ def fold(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Se
     completion.save_played(conn, new_played)
 
 
-def settle(conn: psycopg.Connection[Any], batch: Batch[SessionState], settings: Settings) -> None:
-    """Once the sessions are saved: their resume rows."""
-    resume.update(conn, batch.states)
+# The sessions' resume rows: locked once the sessions are, written once they are folded.
+SETTLE = Settle(
+    lambda conn, batch: resume.begin(conn, batch.states),
+    lambda conn, batch, begun, settings: resume.finish(conn, batch.states, begun),
+)
 
-
-PROCESSOR = keyed("progress", STORE, fold, settle=settle, purge=completion.purge)
+PROCESSOR = keyed("progress", STORE, fold, settle=SETTLE, purge=completion.purge)

@@ -1,11 +1,12 @@
 """Resume rows (`video_watch_progress`): one per (viewer, video), over all the viewer's
 sessions of the video as processor `progress` keeps them.
 
-After a batch's sessions are saved, the rows of the (viewer, video) pairs they are
-bound to are locked (creating missing ones, in sorted order), then recomputed from
-all the pair's sessions: those of the batch as they are in memory, the others read
-back from `progress_sessions` (one index lookup per pair), so concurrent replicas
-cannot lose each other's updates.
+Once a batch's sessions are loaded (and locked), the rows of the (viewer, video) pairs
+they are bound to are locked (creating missing ones, in sorted order), and the pairs'
+other sessions are read from `progress_sessions` (one index lookup per pair); once the
+sessions are folded, the rows are recomputed from all the pair's sessions: those of
+the batch as they are in memory, and the others. Concurrent replicas cannot lose each
+other's updates.
 """
 
 from __future__ import annotations
@@ -121,25 +122,54 @@ def _key(ts: int | None, order: Any) -> EventKey | None:
     return None if ts is None else (ts, 0 if order is None else order)
 
 
-def update(conn: psycopg.Connection[Any], states: Mapping[str, SessionState]) -> None:
-    """Recompute the resume rows of the pairs the sessions `states` are bound to."""
-    by_pair: defaultdict[PairKey, list[SessionState]] = defaultdict(list)
-    own: dict[PairKey, str] = {}  # a session of the pair in the batch
+@dataclass
+class Begun:
+    """The resume rows of a batch's pairs, locked, and their other sessions on the way."""
+
+    pairs: list[PairKey]
+    others: psycopg.Cursor[Any] | None
+
+
+def _by_pair(states: Mapping[str, SessionState]) -> defaultdict[PairKey, list[str]]:
+    """The batch's sessions per (viewer, video) pair they are bound to."""
+    by_pair: defaultdict[PairKey, list[str]] = defaultdict(list)
     for session_id, state in states.items():
         pair = state.pair
         if pair is not None:
-            by_pair[pair].append(state)
-            own.setdefault(pair, session_id)
+            by_pair[pair].append(session_id)
+    return by_pair
+
+
+def begin(conn: psycopg.Connection[Any], states: Mapping[str, SessionState]) -> Begun:
+    """Lock the resume rows of the pairs the sessions `states` are bound to (creating
+    missing ones, in sorted order), and send for the pairs' other sessions.
+
+    Runs as soon as the sessions are loaded: a session is bound to its pair from its
+    first event on, so the fold changes no pair, and the statements run while it does
+    (in a pipeline, see processors/base.py).
+    """
+    by_pair = _by_pair(states)
     if not by_pair:
-        return
+        return Begun([], None)
     pairs = sorted(by_pair)
     viewers = arrays.literal([p[0] for p in pairs], "text")
     videos = arrays.literal([p[1] for p in pairs], "text")
     conn.execute(_LOCK_PAIRS, (viewers, videos))
-    owns = arrays.literal([own[p] for p in pairs], "text")
+    owns = arrays.literal([by_pair[p][0] for p in pairs], "text")
+    return Begun(pairs, conn.execute(_LOAD_SESSIONS, (viewers, videos, owns)))
+
+
+def finish(conn: psycopg.Connection[Any], states: Mapping[str, SessionState], begun: Begun) -> None:
+    """Recompute the resume rows `begin` locked, from the sessions as folded."""
+    if begun.others is None:
+        return
+    pairs = begun.pairs
+    by_pair = {pair: [states[s] for s in ids] for pair, ids in _by_pair(states).items()}
+    if sorted(by_pair) != pairs:  # a session changed pairs in its fold: never, see begin
+        raise RuntimeError("a session's (viewer, video) pair changed during its batch")
     others: defaultdict[PairKey, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in conn.execute(_LOAD_SESSIONS, (viewers, videos, owns)):
-        if row[0] not in states:  # the batch's own sessions are taken as saved
+    for row in begun.others:
+        if row[0] not in states:  # the batch's own sessions are taken as folded
             others[(row[1], row[2])].append(row)
     rows = []
     for pair in pairs:

@@ -338,14 +338,16 @@ class Store(Generic[S]):
 
     def save(
         self, conn: psycopg.Connection[Any], states: States[S], cache: _Cache[S] | None = None
-    ) -> None:
-        """Write the states back (their rows are locked since `load`), then cache them.
+    ) -> Saved[S]:
+        """Write the states back (their rows are locked since `load`); `keep()` on what
+        it returns caches them, once the statement is through (see Saved).
 
         Only the columns whose values changed in some row are written: the others
         hold what was read, since the rows are locked.
         """
+        cache = self.cache(conn) if cache is None else cache
         if not states:
-            return
+            return Saved(cache, [], [], [], [], None)
         keys = list(states)
         values = list(states.values())
         columns: list[list[Any]] = []
@@ -358,16 +360,38 @@ class Store(Generic[S]):
             for n, (column, at) in enumerate(zip(columns, self._before, strict=True))
             if at is None or before[n] != tuple(column)
         )
-        versions: list[int | None]
+        cursor = None
         if changed:
             params = [arrays.literal(keys, "text")]
             params += [arrays.param(columns[n], self._types[n]) for n in changed]
-            row = conn.execute(self._save_statement(changed), params).fetchone()
-            versions = [None if row is None else row[0]] * len(keys)
-        else:
-            versions = list(map(states.versions.__getitem__, keys))
-        cache = self.cache(conn) if cache is None else cache
-        cache.put(keys, versions, values, zip(*columns, strict=True))
+            cursor = conn.execute(self._save_statement(changed), params)
+        versions = list(map(states.versions.__getitem__, keys))
+        return Saved(cache, keys, versions, values, columns, cursor)
+
+
+@dataclass
+class Saved(Generic[S]):
+    """States a store has sent to be written, to cache once the writing is through.
+
+    `keep` reads the transaction id the save statement answers with (in a pipeline,
+    that waits for it), the version the rows now have; without a save statement
+    (nothing changed), the rows keep the versions they were loaded at.
+    """
+
+    cache: _Cache[S]
+    keys: list[str]
+    versions: list[int]
+    states: list[S]
+    columns: list[list[Any]]
+    cursor: psycopg.Cursor[Any] | None
+
+    def keep(self) -> None:
+        versions: Sequence[int | None] = self.versions
+        if self.cursor is not None:
+            row = self.cursor.fetchone()
+            versions = [None if row is None else row[0]] * len(self.keys)
+        if self.keys:
+            self.cache.put(self.keys, versions, self.states, zip(*self.columns, strict=True))
 
 
 class _Cache(Generic[S]):
