@@ -390,6 +390,8 @@ class Saved(Generic[S]):
         if self.cursor is not None:
             row = self.cursor.fetchone()
             versions = [None if row is None else row[0]] * len(self.keys)
+            if row is not None:
+                self.cache.newest = row[0]
         if self.keys:
             self.cache.put(self.keys, versions, self.states, zip(*self.columns, strict=True))
 
@@ -405,10 +407,17 @@ class _Cache(Generic[S]):
     written. One cache per connection: a new connection (after the database was lost,
     or failed over) starts empty. Past `limit` states (VIDPULSE_STATE_CACHE_SESSIONS),
     the least recently saved go first.
+
+    A version is a 32-bit transaction id, and those wrap around: a state cached more
+    than MAX_AGE transactions before the newest save is read again rather than
+    compared with a row version that, ids having wrapped, could equal its own.
     """
+
+    MAX_AGE = 1 << 30
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
+        self.newest: int | None = None  # the transaction id of the latest save
         self._states: OrderedDict[str, tuple[int, S, tuple[Any, ...]]] = OrderedDict()
         self.hits = 0  # keys whose state was cached, when a batch asked for them
         self.misses = 0  # keys whose state was not
@@ -417,6 +426,9 @@ class _Cache(Generic[S]):
     def take(self, keys: Sequence[str]) -> dict[str, tuple[int, S, tuple[Any, ...]]]:
         pop = self._states.pop
         taken = {k: v for k in keys if (v := pop(k, None)) is not None}
+        newest = self.newest
+        if newest is not None:
+            taken = {k: v for k, v in taken.items() if (newest - v[0]) % (1 << 32) < self.MAX_AGE}
         self.hits += len(taken)
         self.misses += len(keys) - len(taken)
         return taken

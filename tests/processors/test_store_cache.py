@@ -152,3 +152,18 @@ def test_the_cache_keeps_at_most_the_configured_sessions(
     apply(a, settings, *(entry(2, 10, 20, s) for s in sessions))
     assert (cache.hits, cache.stale) == (5, 0)  # the 5 saved last, s-15 to s-19
     assert all(stored(db, s) == (20, 20, 20.0, [0.0, 20.0]) for s in sessions)
+
+
+def test_a_state_cached_too_many_transactions_ago_is_read_again(
+    settings: Settings, db: psycopg.Connection[Any], two: Any
+) -> None:
+    """Row versions are 32-bit transaction ids, which wrap around: past MAX_AGE
+    transactions, a cached version is not trusted to tell the row's apart."""
+    a, _ = two
+    apply(a, settings, entry(1, 0, 10, "old"), entry(1, 0, 10, "recent"))
+    cache = PROGRESS.store.cache(a)  # type: ignore[union-attr]
+    assert cache.newest is not None
+    cache.newest += cache.MAX_AGE  # as if 2^30 transactions had been saved since
+    apply(a, settings, entry(2, 10, 20, "old"))
+    assert (cache.hits, cache.misses) == (0, 3)
+    assert stored(db, "old") == (20, 20, 20.0, [0.0, 20.0])
