@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from processors.base import Entry, Processor
+from processors.store import at
 from vidpulse.settings import Settings
 
 # Serialises partition creation between replicas of this processor.
@@ -84,7 +85,7 @@ def row(entry: Entry) -> tuple[Any, ...]:
         e.video_id,
         e.session_id,
         e.viewer_id,
-        datetime.fromtimestamp(e.ts / 1000, UTC),
+        at(e.ts),
         entry.received_at,
         e.position_s,
         e.duration_s,

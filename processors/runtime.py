@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from processors import cache_versions, forgotten, ledger
 from processors.base import Entry, Prepare, Processor
 from processors.partitions import Membership
+from processors.store import at
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
 from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
@@ -128,9 +129,7 @@ def decode(raw: RawEntry) -> Entry:
     except (ValidationError, InvalidEvent) as exc:
         raise ValueError(f"event does not match the contract: {exc}") from None
     received = fields.get(b"received_at")
-    received_at = (
-        datetime.fromtimestamp(int(received) / 1000, UTC) if received else datetime.now(UTC)
-    )
+    received_at = at(int(received)) if received else datetime.now(UTC)
     ua = fields.get(b"user_agent")
     ref = fields.get(b"referer")
     return Entry(
