@@ -161,14 +161,20 @@ def begin(conn: psycopg.Connection[Any], states: Mapping[str, SessionState]) -> 
 
 def finish(conn: psycopg.Connection[Any], states: Mapping[str, SessionState], begun: Begun) -> None:
     """Recompute the resume rows `begin` locked, from the sessions as folded."""
-    if begun.others is None:
+    ids_by_pair = _by_pair(states)
+    if not ids_by_pair:
         return
-    pairs = begun.pairs
-    by_pair = {pair: [states[s] for s in ids] for pair, ids in _by_pair(states).items()}
-    if sorted(by_pair) != pairs:  # a session changed pairs in its fold: never, see begin
-        raise RuntimeError("a session's (viewer, video) pair changed during its batch")
+    by_pair = {pair: [states[s] for s in ids] for pair, ids in ids_by_pair.items()}
+    rows_read = [] if begun.others is None else list(begun.others)
+    # A session whose row had no pair (none does: rows are made bound) took one in the
+    # fold: its pair is locked and read now, out of the global order but never lost.
+    extra = sorted(set(by_pair).difference(begun.pairs))
+    if extra:
+        late = begin(conn, {ids_by_pair[p][0]: states[ids_by_pair[p][0]] for p in extra})
+        rows_read += list(late.others or ())
+    pairs = sorted(set(by_pair))
     others: defaultdict[PairKey, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in begun.others:
+    for row in rows_read:
         if row[0] not in states:  # the batch's own sessions are taken as folded
             others[(row[1], row[2])].append(row)
     rows = []

@@ -180,3 +180,16 @@ def test_a_tiny_duration_gives_100_percent_not_an_error(
     run_burst(settings, "progress")
     row = resume(db)
     assert (row["progress_pct"], session(db, "s")["completion_pct"]) == (Decimal(100), Decimal(0))
+
+
+def test_a_session_row_without_a_pair_still_gets_its_resume_row(
+    ingest: TestClient, settings: Settings, db: psycopg.Connection[Any]
+) -> None:
+    """Rows are made bound to their first event's (video, viewer); one that is not (as
+    an older schema could leave) takes its pair in the fold, after the batch locked the
+    pairs it knew of: that pair is locked and written too."""
+    db.execute("INSERT INTO progress_sessions (session_id) VALUES ('unbound')")
+    db.commit()
+    send(ingest, played("unbound", T0, 0, 30))
+    run_burst(settings, "progress")
+    assert float(resume(db)["position_s"]) == 30.0
