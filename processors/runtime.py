@@ -113,8 +113,12 @@ RANDOM_PAGE_COST = 1.1
 def connect(database_url: str) -> psycopg.Connection[Any]:
     """A processor's connection to PostgreSQL, planning for key lookups (RANDOM_PAGE_COST)."""
     conn = psycopg.connect(database_url, connect_timeout=5)
-    conn.execute(f"SET random_page_cost = {RANDOM_PAGE_COST}")
-    conn.commit()
+    try:
+        conn.execute(f"SET random_page_cost = {RANDOM_PAGE_COST}")
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
