@@ -43,6 +43,7 @@ from tests.factories import run_burst
 from tests.reference import Arrival
 from tools.audience import USER_AGENTS, Session, flatten, generate_audience
 from vidpulse.events import EVENT_TYPES, now_ms, parse_event
+from vidpulse.keys import Keys
 from vidpulse.settings import Settings
 
 AGGREGATORS = ("heatmap", "progress", "metrics")
@@ -130,23 +131,30 @@ def duplicate_entries(client: redis.Redis, settings: Settings, rng: random.Rando
 
 
 def stream_arrivals(client: redis.Redis, settings: Settings) -> tuple[list[Arrival], int]:
-    """The distinct events in the stream (first copy of each event_id), and the entry count."""
+    """The distinct events in the stream (first copy of each event_id), and the entry count.
+
+    With partitions, partition by partition: that keeps each session's order (a session's
+    events are all in one partition), the only order the model's results depend on.
+    """
     seen: dict[str, Arrival] = {}
-    entries: Any = client.xrange(settings.stream)
-    for order, (_, fields) in enumerate(entries):
-        event = orjson.loads(fields[b"event"])
-        ua, ref = fields.get(b"user_agent"), fields.get(b"referer")
-        seen.setdefault(
-            event["event_id"],
-            Arrival(
-                event,
-                ua.decode() if ua else None,
-                ref.decode() if ref else None,
-                order=order,
-                received_ms=int(fields[b"received_at"]),
-            ),
-        )
-    return list(seen.values()), len(entries)
+    order = 0
+    for stream in Keys.of(settings).partition_streams:
+        entries: Any = client.xrange(stream)
+        for _, fields in entries:
+            event = orjson.loads(fields[b"event"])
+            ua, ref = fields.get(b"user_agent"), fields.get(b"referer")
+            seen.setdefault(
+                event["event_id"],
+                Arrival(
+                    event,
+                    ua.decode() if ua else None,
+                    ref.decode() if ref else None,
+                    order=order,
+                    received_ms=int(fields[b"received_at"]),
+                ),
+            )
+            order += 1
+    return list(seen.values()), order
 
 
 # -- comparison -------------------------------------------------------------------

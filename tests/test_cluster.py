@@ -38,7 +38,6 @@ from tests.browser.servers import LiveIngest
 from tests.commands import run_vidpulse, settings_env
 from tests.dashboard.conftest import AUTH, TOKEN
 from tests.factories import make_event, run_burst
-from tests.reference import Arrival
 from tests.test_aggregates import (
     AGGREGATORS,
     Comparison,
@@ -47,6 +46,7 @@ from tests.test_aggregates import (
     compare_processor,
     post,
     sends,
+    stream_arrivals,
 )
 from tests.test_telemetry import parse, value
 from vidpulse import devservices
@@ -75,31 +75,6 @@ def cluster_client(cluster_settings: Settings) -> Iterator[redis.Redis]:
     client = sync_client(cluster_settings.redis_url)
     yield client
     client.close()
-
-
-def partition_arrivals(client: redis.Redis, settings: Settings) -> tuple[list[Arrival], int]:
-    """The distinct events of every partition (first copy of each event_id), and the entry
-    count. Order: partition by partition, which keeps each session's order (a session's
-    events are all in one partition), the only order the model's results depend on."""
-    seen: dict[str, Arrival] = {}
-    order = 0
-    for stream in Keys.of(settings).partition_streams:
-        entries: Any = client.xrange(stream)
-        for _, fields in entries:
-            event = orjson.loads(fields[b"event"])
-            ua, ref = fields.get(b"user_agent"), fields.get(b"referer")
-            seen.setdefault(
-                event["event_id"],
-                Arrival(
-                    event,
-                    ua.decode() if ua else None,
-                    ref.decode() if ref else None,
-                    order=order,
-                    received_ms=int(fields[b"received_at"]),
-                ),
-            )
-            order += 1
-    return list(seen.values()), order
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
@@ -259,7 +234,7 @@ def test_consumers_share_partitions_and_stay_exact_when_one_dies_and_one_joins(
                     f"{name}: c3 joining",
                 )
             post(ingest, thirds[2], rng)
-        arrivals, entries = partition_arrivals(cluster_client, settings)
+        arrivals, entries = stream_arrivals(cluster_client, settings)
         for name in AGGREGATORS:
             wait_until(
                 lambda name=name: (
@@ -534,7 +509,7 @@ def test_partitions_on_one_redis_match_the_reference_model(
     keys = Keys.of(settings)
     assert redis_client.xlen(settings.stream) == 0  # the unpartitioned stream stays empty
     assert all(redis_client.xlen(s) > 0 for s in keys.partition_streams)
-    arrivals, entries = partition_arrivals(redis_client, settings)
+    arrivals, entries = stream_arrivals(redis_client, settings)
     for name in AGGREGATORS:
         run_burst(settings, name)
     print(f"\n{entries} entries over 3 partitions of one Redis, {len(arrivals)} distinct events")
