@@ -83,6 +83,19 @@ def _caught_up(client: Any, keys: Keys, appended: int) -> bool:
     return appended > 0
 
 
+def _load(
+    environ: dict[str, str], bodies: Path, cfg: ClusterConfig
+) -> tuple[loadgen.WrkResult, float]:
+    """POST `bodies` to an ingest of `environ` under wrk for the round's duration; the
+    result and the moment the load began."""
+    with servers.uvicorn_server(servers.INGEST_APP, environ, workers=cfg.workers) as (base, _):
+        started = time.monotonic()
+        result = loadgen.run_wrk(
+            f"{base}/v1/events", bodies, duration_s=cfg.duration_s, connections=cfg.connections
+        )
+    return result, started
+
+
 def _ingest_round(
     env: BenchEnv, layout: dict[str, Any], bodies: Path, cfg: ClusterConfig, name: str
 ) -> dict[str, Any]:
@@ -91,15 +104,7 @@ def _ingest_round(
     keys = Keys.of(settings)
     client = sync_client(settings.redis_url)
     try:
-        with servers.uvicorn_server(
-            servers.INGEST_APP, env.environ(settings), workers=cfg.workers
-        ) as (base, _):
-            result = loadgen.run_wrk(
-                f"{base}/v1/events",
-                bodies,
-                duration_s=cfg.duration_s,
-                connections=cfg.connections,
-            )
+        result, _ = _load(env.environ(settings), bodies, cfg)
         appended = _appended(client, keys)
         client.delete(*keys.partition_streams)
     finally:
@@ -131,17 +136,7 @@ def _e2e_round(
                         stderr=subprocess.DEVNULL,
                     )
                 )
-        with servers.uvicorn_server(servers.INGEST_APP, proc_env, workers=cfg.workers) as (
-            base,
-            _,
-        ):
-            started = time.monotonic()
-            result = loadgen.run_wrk(
-                f"{base}/v1/events",
-                bodies,
-                duration_s=cfg.duration_s,
-                connections=cfg.connections,
-            )
+        result, started = _load(proc_env, bodies, cfg)
         appended = _appended(client, keys)
         deadline = time.monotonic() + cfg.settle_timeout_s
         while not _caught_up(client, keys, appended) and time.monotonic() < deadline:
