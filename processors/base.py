@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
+from processors.lanes import LOCK_TURN
 from processors.store import Batch, States, Store, count_refused, group
 from vidpulse.agents import classify
 from vidpulse.events import Event
@@ -96,9 +98,11 @@ class KeyedApply:
     from the folded states; `store.save` writes the states back; last, the refused
     events are counted.
 
-    It all runs in a pipeline (psycopg's pipeline mode): a statement whose result is
-    not needed at once runs in PostgreSQL while Python goes on with the batch, and
-    only reading a result waits, for every statement sent before it. The saved states
+    With other batches in flight, the states are locked in the batches' reading order
+    (processors/lanes.py). It all runs in a pipeline (psycopg's pipeline mode): a
+    statement whose result is not needed at once runs in PostgreSQL while Python goes
+    on with the batch, and only reading a result waits, for every statement sent
+    before it. The saved states
     go to the store's cache once the pipeline is through.
     """
 
@@ -113,7 +117,12 @@ class KeyedApply:
         groups = group(entries)
         cache = self.store.cache(conn, settings.state_cache_sessions)
         with conn.pipeline():
-            states = self.store.load(conn, groups, cache) if groups else States()
+            if groups:
+                # In reading order when batches are in flight side by side (see lanes).
+                with LOCK_TURN.get() or nullcontext():
+                    states = self.store.load(conn, groups, cache)
+            else:
+                states = States()
             batch = Batch(entries, groups, states)
             begun = None if self.settle is None else self.settle.begin(conn, batch)
             self.fold(conn, batch, settings)

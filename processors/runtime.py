@@ -1,23 +1,26 @@
 """The stream-consumer loop every processor runs on, written once.
 
 Read a batch (own pending entries first, then idle entries of dead consumers, then
-new ones), decode it, apply it in one PostgreSQL transaction, commit, then XACK.
+new ones), decode it, apply it in one PostgreSQL transaction, commit, then XACK; up
+to VIDPULSE_BATCHES_IN_FLIGHT new batches at once, each on a lane (see lanes.py).
 A batch that fails is retried entry by entry under savepoints so one poison entry
 cannot hold back the rest; an entry that keeps failing goes to the dead-letter
 stream after `max_deliveries`. While PostgreSQL or Redis is away the loop waits
-with backoff and keeps the entries. A stop request (SIGTERM/SIGINT) lets the batch
-in flight finish or abandons it before its commit, then returns.
+with backoff and keeps the entries. A stop request (SIGTERM/SIGINT) lets the batches
+in flight finish or abandons them before their commit, then returns.
 """
 
 from __future__ import annotations
 
 import gc
+import queue
 import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors import cache_versions, forgotten, ledger
 from processors.base import Entry, Prepare, Processor
+from processors.lanes import LOCK_TURN, Lane, Stopped, Turn, Turnstile
 from processors.partitions import Membership
 from processors.store import at
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
@@ -89,10 +93,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-class Stopped(Exception):
-    """A stop was requested while waiting; the work in hand is abandoned uncommitted."""
 
 
 def database_down(exc: BaseException) -> bool:
@@ -244,7 +244,16 @@ class Consumer:
         self.stream = self.streams[0]
         self.owned: list[int] = [0]  # the partitions this consumer reads
         self.membership: Membership | None = None
-        self.conn: psycopg.Connection[Any] | None = None
+        # Up to batches_in_flight batches are applied at once, one per lane (see lanes.py);
+        # the lane pool's threads apply them while this thread reads the next.
+        self._lanes = [Lane(n) for n in range(settings.batches_in_flight)]
+        self._free: queue.LifoQueue[Lane] = queue.LifoQueue()
+        for lane in reversed(self._lanes):
+            self._free.put(lane)
+        self._turnstile = Turnstile(self.stop)
+        self._lane_pool: ThreadPoolExecutor | None = None
+        self._in_flight: list[Future[None]] = []
+        self._cache: Any = None  # the keyed state cache the lanes' connections share
         self.log = log.bind(processor=processor.name, consumer=consumer)
         consumers_every_s = min(_CONSUMERS_EVERY_MAX_S, settings.consumer_idle_ms / 2000)
         self._timers = [
@@ -256,8 +265,11 @@ class Consumer:
         self._ahead: Future[tuple[list[RawEntry], Decoded]] | None = None
         self._lingering_since: float | None = None  # when the last partial batch was read
         self.metrics = ProcessorMetrics(processor.name)
-        self._applied = 0  # entries new to the ledger in the transaction being committed
-        self._dropped: dict[str, Entry] = {}  # events of forgotten viewers, by stream id
+
+    @property
+    def conn(self) -> psycopg.Connection[Any] | None:
+        """The connection of the first lane that has one (None before any batch)."""
+        return next((lane.conn for lane in self._lanes if lane.conn is not None), None)
 
     # -- the loop -----------------------------------------------------------------
 
@@ -292,14 +304,16 @@ class Consumer:
                     # A backlog: read and decode the next batch while this one commits.
                     self._ahead = self._reader().submit(self._read_new)
                 if batch:
-                    self.process(batch, decoded=decoded)
+                    self._submit(batch, decoded)
                 elif self.burst and self._redis_call(self.stream.pending_count) == 0:
+                    self._reap(wait=True)
                     self.log.info("burst_done")
                     break
                 elif self.burst:
                     next_claim = min(next_claim, now + 0.05)
                 self._upkeep()
             self._finish_ahead()
+            self._reap(wait=True)
         except Stopped:
             pass
         finally:
@@ -359,12 +373,13 @@ class Consumer:
                     if batch:
                         busy = True
                         full = full or len(batch) >= self.settings.batch_size
-                        self.process(batch, decoded=decoded)
+                        self._submit(batch, decoded)
                 # A round of partial batches only: let entries gather before the next.
                 self._lingering_since = started if busy and not full else None
                 turn += 1
                 if not busy:
                     if self.burst and self._drained(owned):
+                        self._reap(wait=True)
                         self.log.info("burst_done")
                         break
                     self._idle_wait(owned, turn)
@@ -400,8 +415,9 @@ class Consumer:
         """
         backoff = Backoff(self.stop)
         next_log = 0.0
+        lane = self._lanes[0]
         while True:
-            conn = self._connection(backoff)
+            conn = self._connection(lane, backoff)
             try:
                 with conn.transaction():
                     check_schema(conn)
@@ -417,7 +433,7 @@ class Consumer:
             except Exception as exc:
                 if not database_down(exc):
                     raise
-                self._database_lost(exc, backoff)
+                self._database_lost(lane, exc, backoff)
 
     def _linger(self) -> None:
         """After a partial batch, let entries gather for up to batch_linger_ms (from that
@@ -462,6 +478,7 @@ class Consumer:
             after = batch[-1][0]
 
     def _claim_round(self, cursor: str) -> str:
+        self._reap(wait=True)  # this consumer's own batches in flight are not idle entries
         next_cursor: str
         claimed: list[RawEntry]
         next_cursor, claimed = self._redis_call(
@@ -493,33 +510,97 @@ class Consumer:
     ) -> None:
         """Apply one batch of stream entries, ack what committed, dead-letter what must go.
 
-        `decoded` is `decode_all(batch)` when the caller has it already.
+        `decoded` is `decode_all(batch)` when the caller has it already. Returns once
+        the batch is through (see _submit for a batch applied while reading goes on).
         """
+        lane = self._take_lane()
+        turn = self._turnstile.ticket()
+        try:
+            self._process(lane, turn, self.stream, batch, redelivered, decoded)
+        finally:
+            turn.close()
+            self._free.put(lane)
+
+    def _submit(self, batch: list[RawEntry], decoded: Decoded) -> None:
+        """Apply a batch of new entries on a free lane (waiting for one) and return:
+        the batch is applied while this thread reads and decodes the next."""
+        self._reap()
+        lane = self._take_lane()
+        turn = self._turnstile.ticket()
+        stream = self.stream
+
+        def run() -> None:
+            try:
+                self._process(lane, turn, stream, batch, False, decoded)
+            finally:
+                turn.close()
+                self._free.put(lane)
+
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(
+                len(self._lanes), thread_name_prefix=f"apply-{self.processor.name}"
+            )
+        self._in_flight.append(self._lane_pool.submit(run))
+
+    def _take_lane(self) -> Lane:
+        """A free lane, once there is one (a batch in flight that failed raises here)."""
+        while True:
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                self._reap()
+
+    def _reap(self, wait: bool = False) -> None:
+        """Raise what a batch in flight raised once it is done (with `wait`: once every
+        one is done); forget the others that are done."""
+        if wait:
+            futures_wait(self._in_flight)
+        done = [f for f in self._in_flight if f.done()]
+        self._in_flight = [f for f in self._in_flight if not f.done()]
+        for future in done:
+            future.result()
+
+    def _process(
+        self,
+        lane: Lane,
+        turn: Turn,
+        stream: GroupStream,
+        batch: list[RawEntry],
+        redelivered: bool,
+        decoded: Decoded | None,
+    ) -> None:
         started = time.perf_counter()
-        self._dropped = {}
+        lane.dropped = {}
         if redelivered:
-            batch = self._drop_exhausted(batch)
+            batch = self._drop_exhausted(stream, batch)
         entries, decode_failures = (
             decoded if decoded is not None else decode_all(batch, self.processor.prepare)
         )
         failures = dict(decode_failures)
         raw_by_id = {raw[0]: raw for raw in batch}
-        failures.update(self._commit(entries))
+        if self.processor.store is None:
+            turn.close()  # nothing to lock in the reading order: no wait for anyone
+        token = LOCK_TURN.set(turn)
+        try:
+            failures.update(self._commit(lane, entries))
+        finally:
+            LOCK_TURN.reset(token)
+            turn.close()
         self._bump_cache_versions(entries, failures)
         done = [entry_id for entry_id, _ in batch if entry_id not in failures]
-        self._redis_call(lambda: self.stream.ack(done))
+        self._redis_call(lambda: stream.ack(done))
         if done:
             self.log.debug("batch_committed", batch=len(done), first_id=done[0], last_id=done[-1])
         if failures:
-            self._handle_failures({i: (raw_by_id[i], e) for i, e in failures.items()})
+            self._handle_failures(stream, {i: (raw_by_id[i], e) for i, e in failures.items()})
         self.metrics.batch(
-            applied=self._applied,
-            skipped=len(done) - self._applied,
+            applied=lane.applied,
+            skipped=len(done) - lane.applied,
             failed=len(failures),
             seconds=time.perf_counter() - started,
         )
-        if self._dropped:
-            self._erase_dropped()
+        if lane.dropped:
+            self._erase_dropped(lane, stream)
 
     def _bump_cache_versions(self, entries: Sequence[Entry], failures: dict[str, str]) -> None:
         """After the commit, before the ack: the dashboard's cache learns what changed."""
@@ -529,29 +610,31 @@ class Consumer:
                 lambda: cache_versions.bump(self.redis, self.keys, self.processor.name, videos)
             )
 
-    def _drop_exhausted(self, batch: list[RawEntry]) -> list[RawEntry]:
+    def _drop_exhausted(self, stream: GroupStream, batch: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter redelivered entries already delivered more than allowed.
 
         Such an entry may be one that kills the process outright, so it is not tried again.
         """
-        counts = self._redis_call(lambda: self.stream.deliveries([i for i, _ in batch]))
+        counts = self._redis_call(lambda: stream.deliveries([i for i, _ in batch]))
         keep: list[RawEntry] = []
         for raw in batch:
             n = counts.get(raw[0])
             if n is None:  # acked meanwhile by another consumer
                 continue
             if n > self.settings.max_deliveries:
-                self._dead_letter(raw, f"delivered {n} times without being applied", n)
+                self._dead_letter(stream, raw, f"delivered {n} times without being applied", n)
             else:
                 keep.append(raw)
         return keep
 
-    def _handle_failures(self, failed: dict[str, tuple[RawEntry, str]]) -> None:
-        counts = self._redis_call(lambda: self.stream.deliveries(list(failed)))
+    def _handle_failures(
+        self, stream: GroupStream, failed: dict[str, tuple[RawEntry, str]]
+    ) -> None:
+        counts = self._redis_call(lambda: stream.deliveries(list(failed)))
         for entry_id, (raw, error) in failed.items():
             n = counts.get(entry_id, 0)
             if n >= self.settings.max_deliveries:
-                self._dead_letter(raw, error, n)
+                self._dead_letter(stream, raw, error, n)
             else:
                 self.log.warning(
                     "entry_failed",
@@ -561,57 +644,57 @@ class Consumer:
                     retry_after_ms=self.settings.claim_idle_ms,
                 )
 
-    def _dead_letter(self, raw: RawEntry, error: str, deliveries: int) -> None:
-        self._redis_call(lambda: self.stream.dead_letter(raw, error, deliveries))
+    def _dead_letter(self, stream: GroupStream, raw: RawEntry, error: str, deliveries: int) -> None:
+        self._redis_call(lambda: stream.dead_letter(raw, error, deliveries))
         self.metrics.dead_lettered()
         self.log.error(
             "dead_lettered",
             stream_id=raw[0],
             deliveries=deliveries,
             error=error,
-            dlq=self.keys.dlq,
+            dlq=stream.keys.dlq,
         )
 
-    def _commit(self, entries: Sequence[Entry]) -> dict[str, str]:
+    def _commit(self, lane: Lane, entries: Sequence[Entry]) -> dict[str, str]:
         """Apply entries in one transaction; on failure isolate the bad ones.
 
         Returns {stream id: error} for the entries that could not be applied. Waits
         (with backoff) while the database is unreachable.
         """
-        self._applied = 0
+        lane.applied = 0
         if not entries:
             return {}
         backoff = Backoff(self.stop)
         while True:
-            conn = self._connection(backoff)
-            self._applied = 0
+            conn = self._connection(lane, backoff)
+            lane.applied = 0
             try:
                 with conn.transaction():
-                    self._apply(conn, entries)
+                    self._apply(lane, conn, entries)
                 return {}
             except Exception as exc:
                 if database_down(exc):
-                    self._database_lost(exc, backoff)
+                    self._database_lost(lane, exc, backoff)
                     continue
                 if len(entries) == 1:
                     return {entries[0].stream_id: _describe(exc)}
                 try:
-                    self._applied = 0
-                    return self._commit_isolated(conn, entries)
+                    lane.applied = 0
+                    return self._commit_isolated(lane, conn, entries)
                 except Exception as exc2:
                     if not database_down(exc2):
                         raise
-                    self._database_lost(exc2, backoff)
+                    self._database_lost(lane, exc2, backoff)
 
     def _commit_isolated(
-        self, conn: psycopg.Connection[Any], entries: Sequence[Entry]
+        self, lane: Lane, conn: psycopg.Connection[Any], entries: Sequence[Entry]
     ) -> dict[str, str]:
         failures: dict[str, str] = {}
         with conn.transaction():
             for entry in entries:
                 try:
                     with conn.transaction():
-                        self._apply(conn, [entry])
+                        self._apply(lane, conn, [entry])
                 except Exception as exc:
                     if database_down(exc):
                         raise
@@ -619,17 +702,20 @@ class Consumer:
         self.log.warning("batch_isolated", batch=len(entries), failed=len(failures))
         return failures
 
-    def _apply(self, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> None:
-        entries = self._drop_forgotten(conn, entries)
+    def _apply(self, lane: Lane, conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> None:
+        turn = LOCK_TURN.get()
+        if turn is not None:  # before this transaction holds any row (see lanes.py)
+            turn.wait()
+        entries = self._drop_forgotten(lane, conn, entries)
         fresh = ledger.claim_fresh(conn, self.processor.ledger_table, entries)
         if fresh:
             self.processor.apply(conn, fresh, self.settings)
-        self._applied += len(fresh)
+        lane.applied += len(fresh)
 
     # -- forgotten viewers (`vidpulse forget`) -------------------------------------
 
     def _drop_forgotten(
-        self, conn: psycopg.Connection[Any], entries: Sequence[Entry]
+        self, lane: Lane, conn: psycopg.Connection[Any], entries: Sequence[Entry]
     ) -> Sequence[Entry]:
         """The entries less the events of forgotten viewers made before their erasure."""
         cutoffs = forgotten.cutoffs(conn, (e.event.viewer_id for e in entries))
@@ -639,15 +725,15 @@ class Consumer:
         for entry in entries:
             cutoff = cutoffs.get(entry.event.viewer_id)
             if cutoff is not None and entry.event.ts <= cutoff:
-                self._dropped[entry.stream_id] = entry
+                lane.dropped[entry.stream_id] = entry
             else:
                 keep.append(entry)
         return keep
 
-    def _erase_dropped(self) -> None:
+    def _erase_dropped(self, lane: Lane, stream: GroupStream) -> None:
         """Delete the dropped events' stream entries and the keys they named."""
-        dropped, self._dropped = self._dropped, {}
-        self._redis_call(lambda: self.stream.delete(list(dropped)))
+        dropped, lane.dropped = lane.dropped, {}
+        self._redis_call(lambda: stream.delete(list(dropped)))
         by_viewer: defaultdict[str, list[Event]] = defaultdict(list)
         for entry in dropped.values():
             by_viewer[entry.event.viewer_id].append(entry.event)
@@ -665,13 +751,12 @@ class Consumer:
 
     # -- connections and upkeep ----------------------------------------------------
 
-    def _connection(self, backoff: Backoff) -> psycopg.Connection[Any]:
-        while self.conn is None or self.conn.closed:
+    def _connection(self, lane: Lane, backoff: Backoff) -> psycopg.Connection[Any]:
+        while lane.conn is None or lane.conn.closed:
             if self.stop.is_set():
                 raise Stopped
             try:
-                self.conn = connect(self.settings.database_url)
-                self.log.info("database_connected")
+                self._open(lane)
                 backoff.reset()
             except _DB_DOWN as exc:
                 self.log.warning(
@@ -680,15 +765,28 @@ class Consumer:
                     retry_in_s=round(backoff.delay, 2),
                 )
                 backoff.wait()
-        return self.conn
+        return lane.conn
 
-    def _database_lost(self, exc: Exception, backoff: Backoff) -> None:
+    def _open(self, lane: Lane) -> psycopg.Connection[Any]:
+        lane.conn = conn = connect(self.settings.database_url)
+        self.log.info("database_connected", lane=lane.number)
+        store = self.processor.store
+        if store is not None:  # the lanes share one cache of keyed states
+            if self._cache is None:
+                self._cache = store.cache(conn)
+            else:
+                store.share(conn, self._cache)
+        return conn
+
+    def _database_lost(self, lane: Lane, exc: Exception, backoff: Backoff) -> None:
         self.log.warning(
             "database_error", error=str(exc).strip(), retry_in_s=round(backoff.delay, 2)
         )
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+        if lane.conn is not None:
+            lane.conn.close()
+        lane.conn = None
+        if self._cache is not None:  # the database met again may not be the same one
+            self._cache.clear()
         backoff.wait()
 
     def _redis_call(self, call: Any) -> Any:
@@ -723,15 +821,23 @@ class Consumer:
         return True
 
     def _purge(self) -> bool:
-        if self.conn is None or self.conn.closed:
-            return False
-        with self.conn.transaction():
-            purged = ledger.purge(
-                self.conn, self.processor.ledger_table, self.settings.applied_retention_days
-            )
-            if self.processor.purge is not None:
-                purged += self.processor.purge(self.conn, self.settings)
-            purged += forgotten.purge(self.conn, self.settings)
+        lane = self._take_lane()
+        try:
+            conn = lane.conn
+            if conn is None or conn.closed:
+                try:
+                    conn = self._open(lane)
+                except _DB_DOWN:
+                    return False
+            with conn.transaction():
+                purged = ledger.purge(
+                    conn, self.processor.ledger_table, self.settings.applied_retention_days
+                )
+                if self.processor.purge is not None:
+                    purged += self.processor.purge(conn, self.settings)
+                purged += forgotten.purge(conn, self.settings)
+        finally:
+            self._free.put(lane)
         if purged:
             self.log.info("purged", rows=purged)
         return True
@@ -750,6 +856,8 @@ class Consumer:
             ahead.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._lane_pool is not None:  # the batches in flight finish (or are abandoned)
+            self._lane_pool.shutdown(wait=True)
         if self.membership is not None:
             self.membership.leave()
         for stream in self.streams:
@@ -757,8 +865,9 @@ class Consumer:
                 stream.forget_consumer_if_idle()
             except Exception:  # best effort on the way out
                 self.log.debug("forget_consumer_failed", exc_info=True)
-        if self.conn is not None:
-            self.conn.close()
+        for lane in self._lanes:
+            if lane.conn is not None:
+                lane.conn.close()
         self.redis.close()
 
 

@@ -224,7 +224,8 @@ class Store(Generic[S]):
             f"INSERT INTO {table} ({', '.join(n for n, _ in inserted)})\n"
             f"SELECT * FROM unnest({', '.join(arrays.placeholder(t) for _, t in inserted)})\n"
             "ORDER BY 1\n"
-            f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key} WHERE false"
+            f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key} WHERE false\n"
+            "RETURNING 1"
         )
         names = [n for f in self.loaded for n, _ in f.columns]
         self._columns = [c for f in self.saved for c in f.columns]
@@ -296,6 +297,11 @@ class Store(Generic[S]):
             cache.limit = limit
         return cache
 
+    def share(self, conn: psycopg.Connection[Any], cache: _Cache[S]) -> None:
+        """Let `conn` use `cache`: the connections of one consumer's lanes share one."""
+        with self._caches_lock:
+            self._caches[conn] = cache
+
     def load(
         self,
         conn: psycopg.Connection[Any],
@@ -313,8 +319,10 @@ class Store(Generic[S]):
             rows = [self.create(group[0]) for group in groups.values()]
             values += [list(c) for c in zip(*rows, strict=True)]
         cache = self.cache(conn) if cache is None else cache
+        # Taken once the rows are locked: a batch in flight beside this one that held
+        # them has cached its states by then (see processors/lanes.py).
+        conn.execute(self._lock, list(map(arrays.param, values, self._inserted_types))).fetchall()
         taken = cache.take(keys)
-        conn.execute(self._lock, list(map(arrays.param, values, self._inserted_types)))
         versions = [None if (c := taken.get(k)) is None else c[0] for k in keys]
         params = (arrays.literal(keys, "text"), arrays.literal(versions, "bigint"))
         rows = conn.execute(self._load, params).fetchall()
@@ -404,8 +412,9 @@ class _Cache(Generic[S]):
     row another consumer or a statement changed since has another xmin, and is read
     again). `take` removes what it gives out, so a batch that fails leaves nothing
     behind it may have changed; `save` puts the states back once their rows are
-    written. One cache per connection: a new connection (after the database was lost,
-    or failed over) starts empty. Past `limit` states (VIDPULSE_STATE_CACHE_SESSIONS),
+    written. One cache per connection, or per consumer when its lanes share one
+    (processors/lanes.py); after the database was lost (or failed over) it starts
+    empty. Past `limit` states (VIDPULSE_STATE_CACHE_SESSIONS),
     the least recently saved go first.
 
     A version is a 32-bit transaction id, and those wrap around: a state cached more
@@ -417,6 +426,7 @@ class _Cache(Generic[S]):
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
+        self._lock = threading.Lock()  # batches in flight side by side share a cache
         self.newest: int | None = None  # the transaction id of the latest save
         self._states: OrderedDict[str, tuple[int, S, tuple[Any, ...]]] = OrderedDict()
         self.hits = 0  # keys whose state was cached, when a batch asked for them
@@ -425,7 +435,8 @@ class _Cache(Generic[S]):
 
     def take(self, keys: Sequence[str]) -> dict[str, tuple[int, S, tuple[Any, ...]]]:
         pop = self._states.pop
-        taken = {k: v for k in keys if (v := pop(k, None)) is not None}
+        with self._lock:
+            taken = {k: v for k in keys if (v := pop(k, None)) is not None}
         newest = self.newest
         if newest is not None:
             taken = {k: v for k, v in taken.items() if (newest - v[0]) % (1 << 32) < self.MAX_AGE}
@@ -441,11 +452,18 @@ class _Cache(Generic[S]):
         before: Iterable[tuple[Any, ...]],
     ) -> None:
         cache = self._states
-        for key, version, state, row in zip(keys, versions, states, before, strict=True):
-            if version is not None:
-                cache[key] = (version, state, row)
-        while len(cache) > self.limit:
-            cache.popitem(last=False)
+        with self._lock:
+            for key, version, state, row in zip(keys, versions, states, before, strict=True):
+                if version is not None:
+                    cache[key] = (version, state, row)
+            while len(cache) > self.limit:
+                cache.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every state (the database was lost: it may not be the same one again)."""
+        with self._lock:
+            self._states.clear()
+        self.newest = None
 
     def __len__(self) -> int:
         return len(self._states)

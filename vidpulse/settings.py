@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         le=5000,
         description="after a partial batch, how long a processor waits before reading again",
     )
+    batches_in_flight: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="batches a processor applies at once, each on a connection of its own",
+    )
     state_cache_sessions: int = Field(
         100_000,
         ge=0,
