@@ -15,9 +15,7 @@ from processors import arrays
 
 # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (what arrives is decoded
 # UTF-8); everything else can be in an id, a user agent or a referrer.
-_TEXT = st.text(
-    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12
-)
+_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12)
 _WORDS = st.sampled_from(["", "NULL", "null", '"', "\\", "{}", "a,b", " x ", '\\"', "ü"])
 _VALUES: dict[str, st.SearchStrategy[Any]] = {
     "text": st.one_of(_TEXT, _WORDS),
