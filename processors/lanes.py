@@ -39,6 +39,7 @@ class Lane:
 
     number: int
     conn: psycopg.Connection[Any] | None = None
+    busy: bool = False  # a batch is being applied on it
     applied: int = 0  # entries new to the ledger in the transaction being committed
     dropped: dict[str, Entry] = field(default_factory=dict)  # forgotten viewers' events
 

@@ -12,6 +12,7 @@ in flight finish or abandons them before their commit, then returns.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import queue
 import random
@@ -202,6 +203,8 @@ class Timer:
         try:
             if not self.task():
                 self.due = now
+        except Stopped:
+            raise
         except Exception:  # upkeep must never stop consumption
             log.exception("upkeep_failed", task=self.name)
 
@@ -313,7 +316,6 @@ class Consumer:
                     next_claim = min(next_claim, now + 0.05)
                 self._upkeep()
             self._finish_ahead()
-            self._reap(wait=True)
         except Stopped:
             pass
         finally:
@@ -458,12 +460,14 @@ class Consumer:
         return self._pool
 
     def _finish_ahead(self) -> None:
-        """On a stop: apply the batch read ahead, if any, as the batch in flight."""
+        """On a stop: apply the batch read ahead, if any, beside the batches in flight
+        when a lane is free (else it stays pending: this consumer's restart, or a claim,
+        takes it)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             batch, decoded = ahead.result()
-            if batch:
-                self.process(batch, decoded=decoded)
+            if batch and not self._free.empty():
+                self._submit(batch, decoded)
 
     def _finish_own_pending(self) -> None:
         after = "0"
@@ -543,12 +547,15 @@ class Consumer:
         self._in_flight.append(self._lane_pool.submit(run))
 
     def _take_lane(self) -> Lane:
-        """A free lane, once there is one (a batch in flight that failed raises here)."""
+        """A free lane, once there is one (a batch in flight that failed raises here;
+        a stop, while none is free, raises Stopped)."""
         while True:
             try:
                 return self._free.get(timeout=0.1)
             except queue.Empty:
                 self._reap()
+                if self.stop.is_set():
+                    raise Stopped from None
 
     def _reap(self, wait: bool = False) -> None:
         """Raise what a batch in flight raised once it is done (with `wait`: once every
@@ -571,6 +578,7 @@ class Consumer:
     ) -> None:
         started = time.perf_counter()
         lane.dropped = {}
+        lane.busy = True
         if redelivered:
             batch = self._drop_exhausted(stream, batch)
         entries, decode_failures = (
@@ -586,6 +594,7 @@ class Consumer:
         finally:
             LOCK_TURN.reset(token)
             turn.close()
+            lane.busy = False
         self._bump_cache_versions(entries, failures)
         done = [entry_id for entry_id, _ in batch if entry_id not in failures]
         self._redis_call(lambda: stream.ack(done))
@@ -673,6 +682,8 @@ class Consumer:
                     self._apply(lane, conn, entries)
                 return {}
             except Exception as exc:
+                if self.stop.is_set():  # stopping (or abandoned, see _close): keep it pending
+                    raise Stopped from exc
                 if database_down(exc):
                     self._database_lost(lane, exc, backoff)
                     continue
@@ -850,14 +861,35 @@ class Consumer:
                 self.log.info("idle_consumers_removed", consumers=removed, partition=p)
         return True
 
+    def _abandon_late_batches(self) -> None:
+        """Let the batches in flight finish for up to shutdown_grace_seconds; cancel the
+        statements of those still running then, which rolls them back (their entries
+        stay pending, for this consumer's restart or a claim)."""
+        grace = self.settings.shutdown_grace_seconds
+        if not futures_wait(self._in_flight, timeout=grace).not_done:
+            return
+        self.stop.set()
+        busy = [lane for lane in self._lanes if lane.busy and lane.conn is not None]
+        self.log.warning("batches_abandoned", batches=len(busy), grace_s=grace)
+        for lane in busy:
+            if lane.conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    lane.conn.cancel_safe(timeout=2.0)
+
     def _close(self) -> None:
         ahead, self._ahead = self._ahead, None
         if ahead is not None:  # left pending: redelivered to this consumer or claimed
             ahead.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        if self._lane_pool is not None:  # the batches in flight finish (or are abandoned)
+        if self._lane_pool is not None:
+            self._abandon_late_batches()
             self._lane_pool.shutdown(wait=True)
+            for future in self._in_flight:
+                failure = future.exception()
+                if failure is not None and not isinstance(failure, Stopped):
+                    self.log.error("batch_failed_on_stop", error=_describe(failure))
+            self._in_flight = []
         if self.membership is not None:
             self.membership.leave()
         for stream in self.streams:

@@ -964,6 +964,48 @@ def test_sigterm_while_postgresql_refuses_connections_exits_0_keeping_the_batch(
     assert_exactly_once(db, first + later)
 
 
+def test_sigterm_abandons_a_batch_still_blocked_after_the_shutdown_grace(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A batch that cannot commit (it waits for another session's transaction) is rolled
+    back once VIDPULSE_SHUTDOWN_GRACE_SECONDS have passed since SIGTERM: exit 0, nothing
+    acked."""
+    settings = make_settings(shutdown_grace_seconds=1.0)
+    events = [make_event("play") for _ in range(10)]
+    append_raw(redis_client, settings.stream, events)
+    blocked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    log_path = tmp_path / "blocked.log"
+    with psycopg.connect(settings.database_url) as locker, log_path.open("w") as log:
+        # The ledger row of the batch's first event, inserted and never committed: the
+        # batch's claim waits for this transaction.
+        locker.execute("INSERT INTO raw_applied (event_id) VALUES (%s)", (events[0]["event_id"],))
+        proc = start_vidpulse("process", "raw", "--consumer", "blocked",
+                              env=settings_env(settings), log=log)  # fmt: skip
+        try:
+            wait_for(lambda: db.execute(blocked).fetchone() == (1,), "the batch to block")
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = proc.wait(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            locker.rollback()
+    assert code == 0, log_path.read_text()[-3000:]
+    assert took < 10, f"stopped {took:.1f} s after SIGTERM"
+    assert "batches_abandoned" in log_path.read_text()
+    assert count(db, "video_events") == 0
+    assert len(pending_ids(redis_client, settings)) == 10
+
+    result = run_vidpulse("process", "raw", "--consumer", "blocked", "--burst",
+                          env=settings_env(settings))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_exactly_once(db, events)
+
+
 def test_sigterm_while_redis_is_away_exits_0_and_nothing_is_applied_twice(
     make_settings: Callable[..., Settings],
     db: psycopg.Connection[Any],
