@@ -518,12 +518,7 @@ class Consumer:
         the batch is through (see _submit for a batch applied while reading goes on).
         """
         lane = self._take_lane()
-        turn = self._turnstile.ticket()
-        try:
-            self._process(lane, turn, self.stream, batch, redelivered, decoded)
-        finally:
-            turn.close()
-            self._free.put(lane)
+        self._run(lane, self._turnstile.ticket(), self.stream, batch, redelivered, decoded)
 
     def _submit(self, batch: list[RawEntry], decoded: Decoded) -> None:
         """Apply a batch of new entries on a free lane (waiting for one) and return:
@@ -531,20 +526,28 @@ class Consumer:
         self._reap()
         lane = self._take_lane()
         turn = self._turnstile.ticket()
-        stream = self.stream
-
-        def run() -> None:
-            try:
-                self._process(lane, turn, stream, batch, False, decoded)
-            finally:
-                turn.close()
-                self._free.put(lane)
-
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(
                 len(self._lanes), thread_name_prefix=f"apply-{self.processor.name}"
             )
-        self._in_flight.append(self._lane_pool.submit(run))
+        future = self._lane_pool.submit(self._run, lane, turn, self.stream, batch, False, decoded)
+        self._in_flight.append(future)
+
+    def _run(
+        self,
+        lane: Lane,
+        turn: Turn,
+        stream: GroupStream,
+        batch: list[RawEntry],
+        redelivered: bool,
+        decoded: Decoded | None,
+    ) -> None:
+        """Apply one batch on `lane` (see _process), then let its turn and lane go."""
+        try:
+            self._process(lane, turn, stream, batch, redelivered, decoded)
+        finally:
+            turn.close()
+            self._free.put(lane)
 
     def _take_lane(self) -> Lane:
         """A free lane, once there is one (a batch in flight that failed raises here;
@@ -869,12 +872,11 @@ class Consumer:
         if not futures_wait(self._in_flight, timeout=grace).not_done:
             return
         self.stop.set()
-        busy = [lane for lane in self._lanes if lane.busy and lane.conn is not None]
+        busy = [conn for lane in self._lanes if lane.busy and (conn := lane.conn) is not None]
         self.log.warning("batches_abandoned", batches=len(busy), grace_s=grace)
-        for lane in busy:
-            if lane.conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    lane.conn.cancel_safe(timeout=2.0)
+        for conn in busy:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=2.0)
 
     def _close(self) -> None:
         ahead, self._ahead = self._ahead, None
