@@ -562,9 +562,11 @@ class Consumer:
 
     def _reap(self, wait: bool = False) -> None:
         """Raise what a batch in flight raised once it is done (with `wait`: once every
-        one is done); forget the others that are done."""
-        if wait:
-            futures_wait(self._in_flight)
+        one is done, or Stopped on a stop: _close gives them the shutdown grace);
+        forget the others that are done."""
+        while wait and futures_wait(self._in_flight, timeout=0.1).not_done:
+            if self.stop.is_set():
+                raise Stopped
         done = [f for f in self._in_flight if f.done()]
         self._in_flight = [f for f in self._in_flight if not f.done()]
         for future in done:

@@ -986,6 +986,7 @@ def test_sigterm_abandons_a_batch_still_blocked_after_the_shutdown_grace(
                               env=settings_env(settings), log=log)  # fmt: skip
         try:
             wait_for(lambda: db.execute(blocked).fetchone() == (1,), "the batch to block")
+            time.sleep(0.5)  # claim rounds (every 0.15 s here) now wait for the batch too
             proc.send_signal(signal.SIGTERM)
             started = time.monotonic()
             code = proc.wait(timeout=30)
