@@ -39,6 +39,7 @@ from processors.lanes import LOCK_TURN, Lane, Stopped, Turn, Turnstile
 from processors.partitions import Membership
 from processors.store import at
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
+from vidpulse import agents
 from vidpulse.database import SchemaBehind, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
@@ -278,6 +279,7 @@ class Consumer:
 
     def run(self) -> None:
         """Consume until stopped (or, in burst mode, until nothing is new or pending)."""
+        agents.warm()
         if self.keys.partitions > 1:
             self._run_partitioned()
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import hypothesis
@@ -180,3 +182,20 @@ def test_bot_events_stay_raw_count_as_bot_events_and_nowhere_else(
     assert {r["member"] for r in members} == {"person", "s-person"}
     sessions = _rows(db, "SELECT session_id FROM heatmap_sessions")
     assert [r["session_id"] for r in sessions] == ["s-person"]
+
+
+def test_warm_builds_both_parsers_before_the_first_header() -> None:
+    """A processor calls warm() before its first read, so its first batch does not build
+    ua-parser's resolver and the crawler patterns (about 0.2 s)."""
+    probe = (
+        "import ua_parser\n"
+        "from vidpulse import agents\n"
+        "before = ('parser' in vars(ua_parser), agents._detector.cache_info().currsize)\n"
+        "agents.warm()\n"
+        "after = ('parser' in vars(ua_parser), agents._detector.cache_info().currsize)\n"
+        "print(before, after)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["(False,", "0)", "(True,", "1)"]

@@ -88,6 +88,13 @@ def is_crawler(user_agent: str) -> bool:
     return bool(rest) and crawlers.search(rest)
 
 
+def warm() -> None:
+    """Build ua-parser's resolver and the crawler patterns now rather than on the first
+    classified header: about 0.2 s, which would otherwise fall on a process's first batch."""
+    ua_parser.parse("Mozilla/5.0")
+    _detector()
+
+
 @functools.lru_cache(maxsize=4096)
 def classify(user_agent: str | None) -> Agent:
     """Classify a User-Agent header (cached: a deployment sees few distinct ones)."""
