@@ -260,9 +260,10 @@ class Consumer:
         self._cache: Any = None  # the keyed state cache the lanes' connections share
         self.log = log.bind(processor=processor.name, consumer=consumer)
         consumers_every_s = min(_CONSUMERS_EVERY_MAX_S, settings.consumer_idle_ms / 2000)
+        self._purge_timer = Timer("purge", _PURGE_EVERY_S, self._purge)
         self._timers = [
             Timer("trim", _TRIM_EVERY_S, self._trim),
-            Timer("purge", _PURGE_EVERY_S, self._purge),
+            self._purge_timer,
             Timer("idle_consumers", consumers_every_s, self._forget_idle_consumers),
         ]
         self._pool: ThreadPoolExecutor | None = None
@@ -528,12 +529,18 @@ class Consumer:
         self._reap()
         lane = self._take_lane()
         turn = self._turnstile.ticket()
+        future = self._lanes_pool().submit(
+            self._run, lane, turn, self.stream, batch, False, decoded
+        )
+        self._in_flight.append(future)
+
+    def _lanes_pool(self) -> ThreadPoolExecutor:
+        """The threads the lanes' work runs on (one per lane)."""
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(
                 len(self._lanes), thread_name_prefix=f"apply-{self.processor.name}"
             )
-        future = self._lane_pool.submit(self._run, lane, turn, self.stream, batch, False, decoded)
-        self._in_flight.append(future)
+        return self._lane_pool
 
     def _run(
         self,
@@ -839,14 +846,26 @@ class Consumer:
         return True
 
     def _purge(self) -> bool:
+        """Start the retention purge on a free lane, beside the batches in flight: like
+        them, it is given the shutdown grace on a stop, then cancelled."""
         lane = self._take_lane()
+        self._in_flight.append(self._lanes_pool().submit(self._run_purge, lane))
+        return True
+
+    def _run_purge(self, lane: Lane) -> None:
+        """Delete what has outlived its retention; a failure is logged, never raised
+        (upkeep must not stop consumption), and a purge that could not run is retried at
+        the next turn of the loop."""
+        lane.busy = True
+        purged = 0
         try:
             conn = lane.conn
             if conn is None or conn.closed:
                 try:
                     conn = self._open(lane)
                 except _DB_DOWN:
-                    return False
+                    self._purge_timer.due = 0.0  # at the next turn
+                    return
             with conn.transaction():
                 purged = ledger.purge(
                     conn, self.processor.ledger_table, self.settings.applied_retention_days
@@ -854,11 +873,16 @@ class Consumer:
                 if self.processor.purge is not None:
                     purged += self.processor.purge(conn, self.settings)
                 purged += forgotten.purge(conn, self.settings)
+        except Exception as exc:
+            if self.stop.is_set():  # cancelled by the shutdown grace: rolled back
+                self.log.info("purge_abandoned", error=_describe(exc))
+            else:
+                self.log.exception("upkeep_failed", task="purge")
         finally:
+            lane.busy = False
             self._free.put(lane)
         if purged:
             self.log.info("purged", rows=purged)
-        return True
 
     def _forget_idle_consumers(self) -> bool:
         """Remove the group's consumers idle past the limit that hold no pending entry."""

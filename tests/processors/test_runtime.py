@@ -1007,6 +1007,42 @@ def test_sigterm_abandons_a_batch_still_blocked_after_the_shutdown_grace(
     assert_exactly_once(db, events)
 
 
+def test_sigterm_abandons_a_purge_still_blocked_after_the_shutdown_grace(
+    make_settings: Callable[..., Settings],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """The retention purge (run at start, then hourly) gets the shutdown grace like a
+    batch: one waiting on a lock is cancelled once the grace has passed, and the
+    processor exits 0."""
+    settings = make_settings(shutdown_grace_seconds=1.0)
+    ensure_groups(redis_client, settings.stream)
+    blocked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    log_path = tmp_path / "purge.log"
+    with psycopg.connect(settings.database_url) as locker, log_path.open("w") as log:
+        # The purge deletes from the ledger, which this transaction holds in SHARE mode.
+        locker.execute("LOCK TABLE raw_applied IN SHARE MODE")
+        proc = start_vidpulse("process", "raw", "--consumer", "purging",
+                              env=settings_env(settings), log=log)  # fmt: skip
+        try:
+            wait_for(lambda: db.execute(blocked).fetchone() == (1,), "the purge to block")
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = proc.wait(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            locker.rollback()
+    text = log_path.read_text()
+    assert code == 0, text[-3000:]
+    assert took < 10, f"stopped {took:.1f} s after SIGTERM"
+    assert "purge_abandoned" in text, text[-3000:]
+    assert "upkeep_failed" not in text, text[-3000:]
+    assert db.execute(blocked).fetchone() == (0,)
+
+
 def test_sigterm_while_redis_is_away_exits_0_and_nothing_is_applied_twice(
     make_settings: Callable[..., Settings],
     db: psycopg.Connection[Any],
