@@ -16,6 +16,7 @@ import contextlib
 import gc
 import queue
 import random
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -89,12 +90,22 @@ _validate_event = Event.__pydantic_validator__.validate_json
 # counting frees the batch's objects as before, memory stays bounded.
 GC_THRESHOLDS = (100_000, 50, 100)
 
+# How long a thread may hold the interpreter lock while another waits for it (Python's
+# default is 5 ms). A lane whose statements PostgreSQL has answered waits for the lock
+# while the reading thread decodes, or the other lane folds; the sooner it has it, the
+# sooner PostgreSQL has the lane's next statements. At 2 ms, draining the live-shaped
+# backlog was 3-15 % faster than at 5 ms (heatmap, progress, metrics; alternating runs);
+# at 0.2 ms the switching cost more than it gained.
+SWITCH_INTERVAL_S = 0.002
 
-def tune_gc() -> None:
-    """Set this process's garbage collection for processing batches (see GC_THRESHOLDS)."""
+
+def tune_process() -> None:
+    """Set this process up for processing batches: garbage collection (GC_THRESHOLDS) and
+    the interpreter lock's switch interval (SWITCH_INTERVAL_S)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def database_down(exc: BaseException) -> bool:

@@ -94,7 +94,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from processors.registry import PROCESSORS
-    from processors.runtime import Consumer, tune_gc
+    from processors.runtime import Consumer, tune_process
     from vidpulse.database import SchemaBehind
 
     processor = PROCESSORS.get(args.name)
@@ -111,7 +111,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         burst=args.burst,
         exit_if_behind=args.exit_if_behind,
     )
-    tune_gc()
+    tune_process()
     try:
         with _metrics_server(settings, processor.name, args.metrics_port, args.metrics_port_tries):
             consumer.run()

@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from structlog.testing import capture_logs
 from processors import raw
 from processors.base import Entry
 from processors.registry import PROCESSORS
-from processors.runtime import GC_THRESHOLDS, Consumer, Stopped, tune_gc
+from processors.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S, Consumer, Stopped, tune_process
 from processors.streams import ensure_groups
 from tests.commands import run_vidpulse, settings_env, start_vidpulse
 from tests.factories import make_event, run_burst
@@ -1111,13 +1112,17 @@ def test_burst_on_an_empty_stream_exits_0(
     assert group_info(redis_client, settings)["pending"] == 0
 
 
-def test_tune_gc_freezes_what_start_up_made_and_raises_the_young_threshold() -> None:
-    """`vidpulse process` collects rarely: start-up objects frozen, gen0 at 100,000."""
-    before = gc.get_threshold()
+def test_tune_process_freezes_start_up_raises_the_young_threshold_and_shortens_switches() -> None:
+    """`vidpulse process` collects rarely (start-up objects frozen, gen0 at 100,000) and
+    hands the interpreter lock over every 2 ms."""
+    before, switch = gc.get_threshold(), sys.getswitchinterval()
     try:
-        tune_gc()
+        tune_process()
         assert gc.get_threshold() == GC_THRESHOLDS
         assert gc.get_freeze_count() > 0
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert switch > SWITCH_INTERVAL_S
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        sys.setswitchinterval(switch)
