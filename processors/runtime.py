@@ -94,7 +94,7 @@ GC_THRESHOLDS = (100_000, 50, 100)
 # default is 5 ms). A lane whose statements PostgreSQL has answered waits for the lock
 # while the reading thread decodes, or the other lane folds; the sooner it has it, the
 # sooner PostgreSQL has the lane's next statements. At 2 ms, draining the live-shaped
-# backlog was 3-15 % faster than at 5 ms (heatmap, progress, metrics; alternating runs);
+# backlog was 2-16 % faster than at 5 ms (heatmap, progress, metrics; alternating runs);
 # at 0.2 ms the switching cost more than it gained.
 SWITCH_INTERVAL_S = 0.002
 
