@@ -30,6 +30,7 @@ from dashboard.auth import BearerAuth
 from dashboard.cache import AnswerMemo, Cache
 from dashboard.pages import routes as page_routes
 from dashboard.responses import ApiError, JSONResponse
+from vidpulse.database import application_name
 from vidpulse.redisclient import async_client
 from vidpulse.settings import Settings
 from vidpulse.telemetry import metrics_route
@@ -127,7 +128,11 @@ def _pool(url: str) -> AsyncConnectionPool[Any]:
         max_size=8,
         timeout=5,
         open=False,
-        kwargs={"autocommit": True, "connect_timeout": 5},
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": 5,
+            **application_name(url, "vidpulse-dashboard"),
+        },
     )
 
 

@@ -41,7 +41,7 @@ from processors.partitions import Membership
 from processors.store import at
 from processors.streams import GroupStream, RawEntry, ensure_groups, trim_processed
 from vidpulse import agents
-from vidpulse.database import SchemaBehind, check_schema
+from vidpulse.database import SchemaBehind, application_name, check_schema
 from vidpulse.events import Event, InvalidEvent
 from vidpulse.keys import Keys
 from vidpulse.redisclient import sync_client
@@ -123,9 +123,10 @@ def database_down(exc: BaseException) -> bool:
 RANDOM_PAGE_COST = 1.1
 
 
-def connect(database_url: str) -> psycopg.Connection[Any]:
-    """A processor's connection to PostgreSQL, planning for key lookups (RANDOM_PAGE_COST)."""
-    conn = psycopg.connect(database_url, connect_timeout=5)
+def connect(database_url: str, name: str = "vidpulse") -> psycopg.Connection[Any]:
+    """A processor's connection to PostgreSQL, planning for key lookups (RANDOM_PAGE_COST);
+    `name` is its application_name (`vidpulse-<processor>` from a consumer)."""
+    conn = psycopg.connect(database_url, connect_timeout=5, **application_name(database_url, name))
     try:
         conn.execute(f"SET random_page_cost = {RANDOM_PAGE_COST}")
         conn.commit()
@@ -804,7 +805,7 @@ class Consumer:
         return lane.conn
 
     def _open(self, lane: Lane) -> psycopg.Connection[Any]:
-        lane.conn = conn = connect(self.settings.database_url)
+        lane.conn = conn = connect(self.settings.database_url, f"vidpulse-{self.processor.name}")
         self.log.info("database_connected", lane=lane.number)
         store = self.processor.store
         if store is not None:  # the lanes share one cache of keyed states

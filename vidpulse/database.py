@@ -24,6 +24,14 @@ def schema_path() -> Path:
     return _PACKAGED_SCHEMA if _PACKAGED_SCHEMA.exists() else _SOURCE_SCHEMA
 
 
+def application_name(database_url: str, name: str) -> dict[str, Any]:
+    """The connection keyword naming a component's connections `name` in
+    pg_stat_activity (and the server's logs), unless `database_url` names them already."""
+    if conninfo_to_dict(database_url).get("application_name"):
+        return {}
+    return {"application_name": name}
+
+
 def create_database_if_missing(database_url: str) -> bool:
     """Create the database named in `database_url` when it does not exist yet.
 

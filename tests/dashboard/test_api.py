@@ -479,3 +479,15 @@ def test_reads_go_to_the_read_replica_and_catalogue_writes_to_the_primary(
     assert written.status_code == 201, written.text
     row = db.execute("SELECT title FROM videos WHERE video_id = 'replica-v1'").fetchone()
     assert row == ("On the primary",)
+
+
+def test_the_dashboards_connections_are_named_in_pg_stat_activity(
+    api: TestClient, db: psycopg.Connection[Any]
+) -> None:
+    """Its pool's connections show as vidpulse-dashboard beside the processors'."""
+    assert api.get("/api/v1/overview").status_code == 200
+    named = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vidpulse-dashboard'"
+    ).fetchone()
+    assert named is not None
+    assert named[0] >= 1

@@ -455,6 +455,28 @@ def test_after_a_partial_batch_the_consumer_lingers_and_reads_what_came_as_one_b
 # -- poison entries and dead letters ---------------------------------------------------
 
 
+def test_a_processor_names_its_connections_in_pg_stat_activity(
+    make_settings: Callable[..., Settings],
+    make_consumer: Callable[[Settings, str], Consumer],
+    db: psycopg.Connection[Any],
+    redis_client: redis.Redis,
+) -> None:
+    """An operator (and the bench) tells each processor's connections apart by their
+    application_name, vidpulse-<processor>; one set in DATABASE_URL is kept."""
+    name_of = "SELECT application_name FROM pg_stat_activity WHERE pid = %s"
+    for url_name, expected in ((None, "vidpulse-raw"), ("ops-tool", "ops-tool")):
+        settings = make_settings()
+        if url_name is not None:
+            url = make_conninfo(settings.database_url, application_name=url_name)
+            settings = make_settings(database_url=url)
+        ensure_groups(redis_client, settings.stream)
+        append_raw(redis_client, settings.stream, [make_event("play")])
+        consumer = make_consumer(settings, "named")
+        consumer.process(consumer.stream.read_new(10, 10))
+        assert consumer.conn is not None
+        assert db.execute(name_of, (consumer.conn.info.backend_pid,)).fetchone() == (expected,)
+
+
 def test_undecodable_entries_are_isolated_then_dead_lettered_at_max_deliveries(
     make_settings: Callable[..., Settings],
     make_consumer: Callable[[Settings, str], Consumer],
