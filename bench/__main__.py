@@ -180,7 +180,45 @@ def e2e_rows(run: dict[str, Any], shape: str) -> list[Row]:
                 passed=g["lag_p99_s"] < target,
             )
         )
-    return rows
+    return rows + cpu_rows(run.get("cpu") or {})
+
+
+def cpu_rows(cpu: dict[str, Any]) -> list[Row]:
+    """Where the CPU went during the load (bench/cpu.py): processors, PostgreSQL, the rest."""
+    parts: dict[str, float] = cpu.get("parts") or {}
+    if not parts:
+        return []
+    machine = f"{cpu['machine_busy_cores']:.2f} of {cpu['cores']} cores busy (the machine)"
+
+    def group(prefix: str) -> tuple[float, str]:
+        mine = {p.removeprefix(prefix): c for p, c in parts.items() if p.startswith(prefix)}
+        each = ", ".join(f"{n} {c:.2f}" for n, c in sorted(mine.items(), key=lambda i: -i[1]))
+        return sum(mine.values()), each
+
+    rows = []
+    for label, prefix in (("processors", "processor "), ("PostgreSQL", "postgres ")):
+        total, each = group(prefix)
+        if each:
+            rows.append((label, total, f"{total:.2f} cores ({each})"))
+    rest = [(n, parts[n]) for n in ("ingest", "redis", "wrk") if n in parts]
+    if rest:
+        names = ", ".join("Redis" if n == "redis" else n for n, _ in rest)
+        cores = ", ".join(f"{c:.2f}" for _, c in rest)
+        rows.append((names, sum(c for _, c in rest), f"{cores} cores"))
+    return [
+        Row(
+            figure=f"  CPU during the load: {label}",
+            value=total,
+            unit="cores",
+            value_text=text,
+            baseline_name="machine",
+            baseline=cpu["machine_busy_cores"],
+            baseline_text=machine,
+            target="(reported)",
+            passed=True,
+        )
+        for label, total, text in rows
+    ]
 
 
 def dashboard_rows(run: dict[str, Any]) -> list[Row]:

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from bench import servers
+from bench.cpu import CpuMeter
 from bench.env import BenchEnv
 from processors.registry import PROCESSORS
 from processors.streams import ensure_groups, id_time_ms
@@ -191,9 +192,14 @@ def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[
         time.sleep(2.0)  # let every processor connect and block on its group
         sampler = Sampler(env, stream, names, cfg.sample_every_s)
         sampler.start()
+        meter = CpuMeter(env.database_url, env.redis_url)
+        meter.start()
+        stack.callback(meter.close)
         load_start = time.time() * 1000
+        meter.start_counting()
         report = send(f"{base}/v1/events", proc_env)
         load_end = time.time() * 1000
+        meter.stop_counting()
         # Let the groups catch up with what was sent, to report how long that takes.
         deadline = time.monotonic() + cfg.settle_timeout_s
         while time.monotonic() < deadline:
@@ -212,6 +218,7 @@ def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[
     env.delete_keys([stream])
     result = summarise(sampler.samples, names, report, load_start, load_end, cfg)
     result["processors_exited_or_warned"] = exited
+    result["cpu"] = meter.result()
     return result
 
 
