@@ -72,6 +72,7 @@ _REDIS_DOWN = (
 )
 _TRIM_EVERY_S = 5.0
 _PURGE_EVERY_S = 3600.0
+_PURGE_RETRY_S = 60.0  # after a purge that could not reach the database
 _CONSUMERS_EVERY_MAX_S = 60.0
 _SCHEMA_LOG_EVERY_S = 30.0
 _SCHEMA_POLL_S = 1.0
@@ -866,17 +867,16 @@ class Consumer:
 
     def _run_purge(self, lane: Lane) -> None:
         """Delete what has outlived its retention; a failure is logged, never raised
-        (upkeep must not stop consumption), and a purge that could not run is retried at
-        the next turn of the loop."""
+        (upkeep must not stop consumption), and a purge that could not reach the
+        database is tried again _PURGE_RETRY_S later."""
         lane.busy = True
-        purged = 0
         try:
             conn = lane.conn
             if conn is None or conn.closed:
                 try:
                     conn = self._open(lane)
                 except _DB_DOWN:
-                    self._purge_timer.due = 0.0  # at the next turn
+                    self._purge_timer.due = time.monotonic() + _PURGE_RETRY_S
                     return
             with conn.transaction():
                 purged = ledger.purge(
@@ -890,11 +890,12 @@ class Consumer:
                 self.log.info("purge_abandoned", error=_describe(exc))
             else:
                 self.log.exception("upkeep_failed", task="purge")
+        else:
+            if purged:
+                self.log.info("purged", rows=purged)
         finally:
             lane.busy = False
             self._free.put(lane)
-        if purged:
-            self.log.info("purged", rows=purged)
 
     def _forget_idle_consumers(self) -> bool:
         """Remove the group's consumers idle past the limit that hold no pending entry."""
