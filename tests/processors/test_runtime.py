@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -452,9 +453,6 @@ def test_after_a_partial_batch_the_consumer_lingers_and_reads_what_came_as_one_b
     assert writers == (1,)
 
 
-# -- poison entries and dead letters ---------------------------------------------------
-
-
 def test_a_processor_names_its_connections_in_pg_stat_activity(
     make_settings: Callable[..., Settings],
     make_consumer: Callable[[Settings, str], Consumer],
@@ -475,6 +473,9 @@ def test_a_processor_names_its_connections_in_pg_stat_activity(
         consumer.process(consumer.stream.read_new(10, 10))
         assert consumer.conn is not None
         assert db.execute(name_of, (consumer.conn.info.backend_pid,)).fetchone() == (expected,)
+
+
+# -- poison entries and dead letters ---------------------------------------------------
 
 
 def test_undecodable_entries_are_isolated_then_dead_lettered_at_max_deliveries(
@@ -987,6 +988,26 @@ def test_sigterm_while_postgresql_refuses_connections_exits_0_keeping_the_batch(
     assert_exactly_once(db, first + later)
 
 
+BLOCKED_ON_A_LOCK = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+
+
+def sigterm_once_blocked(
+    proc: subprocess.Popen[bytes], db: psycopg.Connection[Any], what: str, settle_s: float = 0
+) -> tuple[int, float]:
+    """Once a statement waits on a lock (and `settle_s` more), SIGTERM `proc`: its exit
+    code, and how long it took to exit. It is killed if still running after 30 s."""
+    try:
+        wait_for(lambda: db.execute(BLOCKED_ON_A_LOCK).fetchone() == (1,), what)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(timeout=30)
+        return code, time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def test_sigterm_abandons_a_batch_still_blocked_after_the_shutdown_grace(
     make_settings: Callable[..., Settings],
     db: psycopg.Connection[Any],
@@ -999,7 +1020,6 @@ def test_sigterm_abandons_a_batch_still_blocked_after_the_shutdown_grace(
     settings = make_settings(shutdown_grace_seconds=1.0)
     events = [make_event("play") for _ in range(10)]
     append_raw(redis_client, settings.stream, events)
-    blocked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     log_path = tmp_path / "blocked.log"
     with psycopg.connect(settings.database_url) as locker, log_path.open("w") as log:
         # The ledger row of the batch's first event, inserted and never committed: the
@@ -1008,15 +1028,9 @@ def test_sigterm_abandons_a_batch_still_blocked_after_the_shutdown_grace(
         proc = start_vidpulse("process", "raw", "--consumer", "blocked",
                               env=settings_env(settings), log=log)  # fmt: skip
         try:
-            wait_for(lambda: db.execute(blocked).fetchone() == (1,), "the batch to block")
-            time.sleep(0.5)  # claim rounds (every 0.15 s here) now wait for the batch too
-            proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            code = proc.wait(timeout=30)
-            took = time.monotonic() - started
+            # Claim rounds (every 0.15 s here) wait for the batch too: let one start.
+            code, took = sigterm_once_blocked(proc, db, "the batch to block", settle_s=0.5)
         finally:
-            proc.kill()
-            proc.wait(timeout=30)
             locker.rollback()
     assert code == 0, log_path.read_text()[-3000:]
     assert took < 10, f"stopped {took:.1f} s after SIGTERM"
@@ -1041,7 +1055,6 @@ def test_sigterm_abandons_a_purge_still_blocked_after_the_shutdown_grace(
     processor exits 0."""
     settings = make_settings(shutdown_grace_seconds=1.0)
     ensure_groups(redis_client, settings.stream)
-    blocked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     log_path = tmp_path / "purge.log"
     with psycopg.connect(settings.database_url) as locker, log_path.open("w") as log:
         # The purge deletes from the ledger, which this transaction holds in SHARE mode.
@@ -1049,21 +1062,15 @@ def test_sigterm_abandons_a_purge_still_blocked_after_the_shutdown_grace(
         proc = start_vidpulse("process", "raw", "--consumer", "purging",
                               env=settings_env(settings), log=log)  # fmt: skip
         try:
-            wait_for(lambda: db.execute(blocked).fetchone() == (1,), "the purge to block")
-            proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            code = proc.wait(timeout=30)
-            took = time.monotonic() - started
+            code, took = sigterm_once_blocked(proc, db, "the purge to block")
         finally:
-            proc.kill()
-            proc.wait(timeout=30)
             locker.rollback()
     text = log_path.read_text()
     assert code == 0, text[-3000:]
     assert took < 10, f"stopped {took:.1f} s after SIGTERM"
     assert "purge_abandoned" in text, text[-3000:]
     assert "upkeep_failed" not in text, text[-3000:]
-    assert db.execute(blocked).fetchone() == (0,)
+    assert db.execute(BLOCKED_ON_A_LOCK).fetchone() == (0,)
 
 
 def test_sigterm_while_redis_is_away_exits_0_and_nothing_is_applied_twice(
