@@ -102,8 +102,7 @@ class KeyedApply:
     (processors/lanes.py). It all runs in a pipeline (psycopg's pipeline mode): a
     statement whose result is not needed at once runs in PostgreSQL while Python goes
     on with the batch, and only reading a result waits, for every statement sent
-    before it. The saved states
-    go to the store's cache once the pipeline is through.
+    before it. The saved states go to the store's cache once the pipeline is through.
     """
 
     name: str
