@@ -7,6 +7,10 @@ one-at-a-time worker (bench/baseline.py) consuming the same stream, in two shape
   round-robin, so a batch of 1,000 entries touches about 850 sessions (about 50 in the
   bench shape).
 
+In the live shape, a processor without its fold (`bench.nofold`: reading, decoding,
+the ledger and acknowledging, as every processor does them) drains the same backlog
+too: the ceiling of any processor's rate on the machine.
+
 The drain rate of a processor is timed from its first read to its last ack, sampled
 from its consumer group (XINFO GROUPS every 20 ms); the process start-up around it is
 reported too but left out of the rate, as it is for the one-at-a-time worker.
@@ -23,7 +27,7 @@ from typing import Any
 
 import redis
 
-from bench import baseline, live, traffic
+from bench import baseline, live, nofold, traffic
 from bench.env import BenchEnv
 from processors.registry import PROCESSORS
 from processors.streams import ensure_groups
@@ -33,6 +37,9 @@ Item = tuple[dict[str, Any], str, str]  # (event, user agent, referer)
 
 
 SHAPES = ("bench", "live")
+# The group (and ledger) the processor without a fold drains as (bench.nofold): one of
+# the processors' own, reset like theirs between measurements.
+NOFOLD_GROUP = "heatmap"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,15 @@ def _group(client: redis.Redis, stream: str, name: str) -> dict[str, Any]:
     return {}
 
 
+def rewind(env: BenchEnv, stream: str, name: str) -> None:
+    """Set group `name` back to the start of the stream (its backlog drained and acked)."""
+    client = env.redis()
+    try:
+        client.xgroup_setid(stream, name, "0", entries_read=0)
+    finally:
+        client.close()
+
+
 def drain_one(
     env: BenchEnv,
     stream: str,
@@ -87,17 +103,23 @@ def drain_one(
     *,
     trace: list[tuple[float, int]] | None = None,
     sample_every_s: float = 0.02,
+    fold: bool = True,
 ) -> dict[str, Any]:
     """Run `vidpulse process NAME --burst` on the backlog; time it from its group's progress.
 
     With `trace`, every sample's (monotonic time, entries committed: read minus pending)
-    is appended to it.
+    is appended to it. `fold` False: the processor without its fold (bench.nofold).
     """
     settings = env.settings(stream)
     client = env.redis()
     started = time.monotonic()
+    argv = (
+        [sys.executable, "-m", "vidpulse", "process", name, "--burst", "--consumer", "bench"]
+        if fold
+        else nofold.command(name, consumer="bench", burst=True)
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vidpulse", "process", name, "--burst", "--consumer", "bench"],
+        argv,
         env=env.environ(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -197,5 +219,14 @@ def drain_shape(env: BenchEnv, cfg: DrainConfig, shape: str, items: list[Item]) 
             result["events_per_s"] / one_at_a_time.events_per_s if one_at_a_time.events_per_s else 0
         )
         out["processors"][name] = result
+    if shape == "live":
+        # The ceiling: what reading, decoding, the ledger and acknowledging cost alone.
+        env.truncate_all()
+        rewind(env, stream, NOFOLD_GROUP)
+        result = drain_one(env, stream, NOFOLD_GROUP, filled, cfg.timeout_s, fold=False)
+        result["ratio"] = (
+            result["events_per_s"] / one_at_a_time.events_per_s if one_at_a_time.events_per_s else 0
+        )
+        out["without_fold"] = result
     env.delete_keys([stream])
     return out

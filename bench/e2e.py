@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from bench import servers
+from bench import nofold, servers
 from bench.cpu import CpuMeter
 from bench.env import BenchEnv
 from processors.registry import PROCESSORS
@@ -163,9 +163,12 @@ def run(env: BenchEnv, cfg: E2EConfig) -> dict[str, Any]:
     return run_pipeline(env, cfg, "e2e", simulate)
 
 
-def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[str, Any]:
+def run_pipeline(
+    env: BenchEnv, cfg: E2EConfig, key: str, send: Sender, *, fold: bool = True
+) -> dict[str, Any]:
     """Ingest and every processor running; `send(url, environment)` sends the load and
-    returns what it reports; the groups' lag sampled throughout, until they catch up."""
+    returns what it reports; the groups' lag sampled throughout, until they catch up.
+    `fold` False: every processor runs without its fold (bench.nofold)."""
     names = list(PROCESSORS)
     stream = env.stream(key)
     settings = env.settings(stream)
@@ -184,7 +187,9 @@ def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[
         stack.callback(_stop_all, procs)
         for name in names:
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"],
+                [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"]
+                if fold
+                else nofold.command(name, consumer="e2e"),
                 env=proc_env,
                 stdout=subprocess.DEVNULL,
                 stderr=logs[name],
@@ -218,6 +223,7 @@ def run_pipeline(env: BenchEnv, cfg: E2EConfig, key: str, send: Sender) -> dict[
     env.delete_keys([stream])
     result = summarise(sampler.samples, names, report, load_start, load_end, cfg)
     result["processors_exited_or_warned"] = exited
+    result["folds"] = fold
     result["cpu"] = meter.result()
     return result
 

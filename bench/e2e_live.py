@@ -73,7 +73,8 @@ def make_bodies(path: Path, cfg: LiveE2EConfig, start_ms: int) -> dict[str, Any]
     }
 
 
-def run(env: BenchEnv, cfg: LiveE2EConfig) -> dict[str, Any]:
+def run(env: BenchEnv, cfg: LiveE2EConfig, *, fold: bool = True) -> dict[str, Any]:
+    """The run; `fold` False: every processor without its fold (the machine's ceiling)."""
     wrk = loadgen.ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="vidpulse-bench-live-") as tmp:
         path = Path(tmp) / "beacons.txt"
@@ -141,6 +142,6 @@ def run(env: BenchEnv, cfg: LiveE2EConfig) -> dict[str, Any]:
                 "wall_s_with_loading": round(wall, 2),
             }
 
-        result = e2e.run_pipeline(env, cfg, "e2e-live", send)
+        result = e2e.run_pipeline(env, cfg, "e2e-live", send, fold=fold)
     result["traffic"] = made
     return result

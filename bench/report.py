@@ -27,6 +27,7 @@ class Row:
     ratio: float | None = None
     value_text: str | None = None
     baseline_text: str | None = None
+    speedup: bool = False  # the ratio reads "N x" though the target is no speed-up
 
     def cells(self) -> list[str]:
         value = self.value_text or f"{self.value:,.0f} {self.unit}"
@@ -34,11 +35,12 @@ class Row:
         # Speed-up targets read "N x"; share-of-yardstick targets a plain fraction.
         if self.ratio is None:
             ratio = ""
-        elif self.target.endswith("x"):
+        elif self.target.endswith("x") or self.speedup:
             ratio = f"{self.ratio:.1f}x"
         else:
             ratio = f"{self.ratio:.2f}"
-        verdict = "" if self.target == "(reported)" else "pass" if self.passed else "MISS"
+        # "(reported)", "(ceiling)": figures beside the targets, not judged.
+        verdict = "" if self.target.startswith("(") else "pass" if self.passed else "MISS"
         return [self.figure, value, base, ratio, self.target, verdict]
 
 
