@@ -85,11 +85,14 @@ def _group(client: redis.Redis, stream: str, name: str) -> dict[str, Any]:
     return {}
 
 
-def rewind(env: BenchEnv, stream: str, name: str) -> None:
-    """Set group `name` back to the start of the stream (its backlog drained and acked)."""
+def rewind(env: BenchEnv, stream: str, name: str) -> int:
+    """Set group `name` back to the start of the stream (its backlog drained and acked);
+    how many entries the stream still holds. Once every group had read past an entry
+    the processors trimmed it: the entries the one-at-a-time worker read are gone."""
     client = env.redis()
     try:
         client.xgroup_setid(stream, name, "0", entries_read=0)
+        return int(client.xlen(stream))
     finally:
         client.close()
 
@@ -222,8 +225,8 @@ def drain_shape(env: BenchEnv, cfg: DrainConfig, shape: str, items: list[Item]) 
     if shape == "live":
         # The ceiling: what reading, decoding, the ledger and acknowledging cost alone.
         env.truncate_all()
-        rewind(env, stream, NOFOLD_GROUP)
-        result = drain_one(env, stream, NOFOLD_GROUP, filled, cfg.timeout_s, fold=False)
+        left = rewind(env, stream, NOFOLD_GROUP)
+        result = drain_one(env, stream, NOFOLD_GROUP, left, cfg.timeout_s, fold=False)
         result["ratio"] = (
             result["events_per_s"] / one_at_a_time.events_per_s if one_at_a_time.events_per_s else 0
         )
