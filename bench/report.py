@@ -140,7 +140,7 @@ def chart(e2e: dict[str, Any], stamp: str) -> Path | None:
             out.append(sum(window) / len(window))
         return out
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11.5, 7), sharex=True)
     top.plot(t, smooth("ingest_eps"), label="ingest (stream appends)", lw=2, color="k")
     for name in names:
         top.plot(t, smooth(f"{name}_eps"), label=f"{name} committed", lw=1)
@@ -150,7 +150,9 @@ def chart(e2e: dict[str, Any], stamp: str) -> Path | None:
         f"vidpulse end to end: {e2e['rate']:,.0f} events/s for {e2e['duration_s']:.0f} s "
         "(ingest + every processor on one machine)"
     )
-    top.legend(loc="lower right", fontsize=8)
+    # Legends beside the plots, where they hide no line (the drain after the load included).
+    beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+    top.legend(fontsize=8, **beside)
     top.grid(alpha=0.3)
     for name in names:
         bottom.plot(t, [p.get(f"{name}_lag_s", 0) for p in series], label=name, lw=1)
@@ -158,7 +160,7 @@ def chart(e2e: dict[str, Any], stamp: str) -> Path | None:
     bottom.axvline(e2e["duration_s"], ls=":", color="grey", lw=1)
     bottom.set_ylabel("lag (s): oldest unacked entry's age")
     bottom.set_xlabel("seconds since the load started (dotted: load stops)")
-    bottom.legend(loc="upper left", fontsize=8)
+    bottom.legend(fontsize=8, **beside)
     bottom.grid(alpha=0.3)
     fig.tight_layout()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
