@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -116,13 +115,8 @@ def drain_one(
     settings = env.settings(stream)
     client = env.redis()
     started = time.monotonic()
-    argv = (
-        [sys.executable, "-m", "vidpulse", "process", name, "--burst", "--consumer", "bench"]
-        if fold
-        else nofold.command(name, consumer="bench", burst=True)
-    )
     proc = subprocess.Popen(
-        argv,
+        nofold.command(name, consumer="bench", burst=True, fold=fold),
         env=env.environ(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -187,9 +187,7 @@ def run_pipeline(
         stack.callback(_stop_all, procs)
         for name in names:
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "vidpulse", "process", name, "--consumer", "e2e"]
-                if fold
-                else nofold.command(name, consumer="e2e"),
+                nofold.command(name, consumer="e2e", fold=fold),
                 env=proc_env,
                 stdout=subprocess.DEVNULL,
                 stderr=logs[name],

@@ -41,13 +41,15 @@ def without_fold(name: str) -> Processor:
     return Processor(name=name, apply=_nothing)
 
 
-def command(name: str, *, consumer: str, burst: bool = False) -> list[str]:
-    """The command line of a processor `name` without its fold ("process NAME" in it, as
-    in `vidpulse process NAME`, so the bench's CPU meter counts it as that processor)."""
+def command(name: str, *, consumer: str, burst: bool = False, fold: bool = False) -> list[str]:
+    """The command line of processor `name` without its fold (`fold` True: the processor
+    itself, `vidpulse process NAME`). Both have "process NAME" in them, so the bench's CPU
+    meter counts either as that processor."""
+    runner = "vidpulse" if fold else "bench.nofold"
     return [
         sys.executable,
         "-m",
-        "bench.nofold",
+        runner,
         "process",
         name,
         "--consumer",

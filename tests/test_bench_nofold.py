@@ -66,6 +66,8 @@ def test_its_command_drains_a_backlog_as_the_processor_would(
     _send(ingest, _beacons(40))
     argv = nofold.command("raw", consumer="bench", burst=True)
     assert argv[argv.index("process") + 1] == "raw"  # how the CPU meter names its part
+    itself = nofold.command("raw", consumer="bench", burst=True, fold=True)
+    assert itself[1:] == ["-m", "vidpulse", *argv[3:]]  # the processor, same arguments
     env = BenchEnv(redis_url=settings.redis_url, server_url=settings.database_url)
     done = subprocess.run(
         argv, env=env.environ(settings), capture_output=True, text=True, timeout=60, check=False
